@@ -1,0 +1,90 @@
+"""Approximate-nearest-neighbour index over item vectors, stamped with its model_version (issue 4, item 3).
+
+Faiss ``IndexHNSWFlat`` with the inner-product metric (GUIM scores a user interest u_k and an
+item v by u_k . v). Search runs on ONE thread: on a 2-core shared machine several threads made
+a 4-query search ~50x slower (REFERENCE.md "Serving floors"). The folder holds
+
+- ``index.faiss``  the HNSW graph and vectors,
+- ``vectors.npy``  the item vectors (N, d) float32, memory-mapped for exact re-scoring of candidates,
+- ``items.npy``    item ids in index order,
+- ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuimError
+
+FILES = ("index.faiss", "vectors.npy", "items.npy", "meta.json")
+
+
+def _faiss():
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    return faiss
+
+
+@dataclass
+class ItemIndex:
+    """HNSW index + item ids + vectors of ONE model version."""
+
+    index: object                    # faiss.IndexHNSWFlat (inner product)
+    item_ids: np.ndarray             # (N,) str, row i of the index is item_ids[i]
+    vectors: np.ndarray              # (N, d) float32
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def model_version(self) -> str:
+        return self.meta["model_version"]
+
+    @classmethod
+    def build(cls, item_ids, vectors: np.ndarray, model_version: str, m: int = 32, ef_construction: int = 80,
+              ef_search: int = 64, **extra) -> "ItemIndex":
+        """Build the HNSW graph over ``vectors`` (N, d); ``extra`` is kept in meta (K, popular, …)."""
+        faiss = _faiss()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)          # (N, d)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise GuimError(f"cannot index item vectors of shape {vectors.shape}: expected (N>0, d)")
+        if len(item_ids) != len(vectors):
+            raise GuimError(f"{len(item_ids)} item ids for {len(vectors)} vectors")
+        index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        index.add(vectors)
+        meta = {"model_version": str(model_version), "n": int(len(vectors)), "d": int(vectors.shape[1]),
+                "m": m, "ef_construction": ef_construction, "ef_search": ef_search,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        return cls(index, np.asarray(item_ids).astype(str), vectors, meta)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _faiss().write_index(self.index, str(folder / "index.faiss"))
+        np.save(folder / "vectors.npy", self.vectors)
+        np.save(folder / "items.npy", self.item_ids)
+        (folder / "meta.json").write_text(json.dumps(self.meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ItemIndex":
+        folder = Path(folder)
+        if not (folder / "meta.json").exists():
+            raise GuimError(f"no item index at {folder}: run `guim publish` first")
+        faiss = _faiss()
+        meta = json.loads((folder / "meta.json").read_text())
+        index = faiss.read_index(str(folder / "index.faiss"))
+        index.hnsw.efSearch = meta["ef_search"]
+        return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy", mmap_mode="r"), meta)
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` rows by inner product for each query (Q, d) -> scores (Q, n), rows (Q, n); -1 = none."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)                  # (Q, d)
+        if q.shape[-1] != self.vectors.shape[1]:
+            raise GuimError(f"query vectors have d={q.shape[-1]}, the item index d={self.vectors.shape[1]}")
+        return self.index.search(q, min(n, len(self.item_ids)))

@@ -1,0 +1,105 @@
+"""Methods compared by GUIM-Bench (issue 5): baselines and GUIM, one small class each.
+
+A method learns from the train part of the silver tables and returns :class:`Embeddings`:
+one vector per item (rows by item_idx) and K vectors + K weights per user, computed from the
+user's test input (train + valid events). Every task reads only these, so a new baseline is
+one class::
+
+    class MyMethod(Method):
+        name = "mine"
+        def embed(self, data, seed):
+            items = ...                     # (V, d)
+            users = ...                     # (U, K, d) from data.test_input(u)
+            return Embeddings(items, users)
+
+and one line in :data:`METHODS` (or ``bench.run_suite(..., methods=[MyMethod(cfg)])``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ...schemas import FIRST_ITEM_INDEX
+
+
+@dataclass
+class Embeddings:
+    """What a method hands to the tasks."""
+
+    items: np.ndarray                    # (V, d) item vectors by item_idx (rows 0..2 unused)
+    users: np.ndarray                    # (U, K, d) user interests, in BenchData.user_ids order
+    weights: np.ndarray | None = None    # (U, K) interest weights (uniform if None)
+    scorer: Callable | None = None       # (users (B,K,d), weights (B,K), items (V,d)) -> (B,V); default max over K
+    _top: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.items = np.asarray(self.items, dtype=np.float32)
+        self.users = np.asarray(self.users, dtype=np.float32)
+        if self.users.ndim == 2:
+            self.users = self.users[:, None, :]  # (U, 1, d)
+        if self.weights is None:
+            self.weights = np.full(self.users.shape[:2], 1.0 / self.users.shape[1], dtype=np.float32)
+        if self.users.shape[-1] != self.items.shape[-1]:
+            raise ValueError(f"user dim {self.users.shape[-1]} != item dim {self.items.shape[-1]}")
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """(B, V) user-item scores for user rows ``rows``: max over interests unless a scorer is set."""
+        u, w = self.users[rows], self.weights[rows]  # (B, K, d), (B, K)
+        if self.scorer is not None:
+            return np.asarray(self.scorer(u, w, self.items), dtype=np.float32)
+        return np.einsum("bkd,vd->bkv", u, self.items).max(axis=1)  # (B, V)
+
+    def user_matrix(self) -> np.ndarray:
+        """(U, d) one vector per user for probes: the weight-averaged interests."""
+        return np.einsum("uk,ukd->ud", self.weights, self.users)
+
+    def top_items(self, data, k: int, chunk: int = 512) -> np.ndarray:
+        """(U, k) item_idx ranked best first over ALL items, excluding reserved indices and the
+        user's earlier (test-input) items (REFERENCE.md protocol). Cached per k."""
+        if k not in self._top:
+            out = np.zeros((data.n_users, k), dtype=np.int64)
+            for s in range(0, data.n_users, chunk):
+                rows = np.arange(s, min(s + chunk, data.n_users))
+                sc = self.score(rows)  # (B, V)
+                sc[:, :FIRST_ITEM_INDEX] = -np.inf
+                for j, u in enumerate(rows):
+                    sc[j, data.test_input(u)] = -np.inf
+                part = np.argpartition(-sc, k - 1, axis=1)[:, :k]  # (B, k) unordered
+                order = np.argsort(-np.take_along_axis(sc, part, 1), axis=1, kind="stable")
+                out[rows] = np.take_along_axis(part, order, 1)
+            self._top[k] = out
+        return self._top[k]
+
+
+class Method:
+    """A representation learner: ``embed(data, seed)`` -> :class:`Embeddings`."""
+
+    name = "method"
+
+    def __init__(self, cfg):
+        self.cfg = cfg            # the whole Config; bench settings in cfg.bench
+
+    def embed(self, data, seed: int) -> Embeddings:
+        raise NotImplementedError
+
+
+def recent_mean(vectors: np.ndarray, items: np.ndarray, last: int) -> np.ndarray:
+    """(d,) mean of the vectors of the ``last`` most recent ``items`` (zeros if none)."""
+    items = items[-last:]
+    return vectors[items].mean(0) if len(items) else np.zeros(vectors.shape[1], np.float32)
+
+
+def methods_by_name() -> dict:
+    """Method name -> class, for ``bench.methods``."""
+    from .als import ALS
+    from .guim import GuimModel, GuimTrained
+    from .item2vec import Item2Vec
+    from .sasrec import SASRec
+    from .simple import Popularity, RandomVectors
+
+    out = {c.name: c for c in (RandomVectors, Popularity, Item2Vec, ALS, SASRec, GuimModel)}
+    out["guim_k1"] = lambda cfg: GuimTrained(cfg, k=1)
+    out["guim_k4"] = lambda cfg: GuimTrained(cfg, k=4)
+    return out

@@ -1,0 +1,68 @@
+"""GUIM itself in the benchmark (issue 5): a registered model, or K = 1 / K = 4 trained here.
+
+Both go through the model's public interface (docs/CONTRACTS.md "Model API"): item vectors from
+``encode_items(item_features)``, user mixtures from ``encode_users`` over each user's test input
+(train + valid events), and the model's own ``score`` (max over interests by default).
+NOTE: gold ``user_embeddings`` are not read: they encode each user's latest sequence, which
+includes the test events, so benchmarking them would leak the targets.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import GuimError
+from . import Embeddings, Method
+
+
+def embed_with(embedder, data) -> Embeddings:
+    """Embeddings of ``data`` from a loaded GUIM embedder."""
+    if data.item_features is None:
+        raise GuimError("silver table 'item_features' is missing; run `guim sequences` first")
+    feats = data.item_features.sort_values("item_idx").reset_index(drop=True)
+    vecs = np.asarray(embedder.encode_items(feats), dtype=np.float32)  # (N, d)
+    items = np.zeros((data.n_items, vecs.shape[1]), dtype=np.float32)  # (V, d)
+    items[feats["item_idx"].to_numpy()] = vecs
+    key = ("item_idx", "behavior", "gaps")
+    interests, weights = [], []
+    for s in range(0, data.n_users, 256):
+        rows = range(s, min(s + 256, data.n_users))
+        seqs = {k: [data.test_input(u, k) for u in rows] for k in key}
+        z, w = embedder.encode_users(seqs["item_idx"], seqs["behavior"], seqs["gaps"])  # (B, K, d), (B, K)
+        interests.append(np.asarray(z, dtype=np.float32))
+        weights.append(np.asarray(w, dtype=np.float32))
+
+    def scorer(u, w, it):
+        return np.asarray(embedder.score(u, w, it), dtype=np.float32)  # (B, V)
+
+    return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer)
+
+
+class GuimTrained(Method):
+    """GUIM trained in the bench run with ``train_model`` and K interests, nothing registered."""
+
+    def __init__(self, cfg, k: int):
+        super().__init__(cfg)
+        self.k = k
+        self.name = f"guim_k{k}"
+
+    def embed(self, data, seed: int) -> Embeddings:
+        from ...train import train_model
+
+        result = train_model(self.cfg, seed=seed, overrides={"K": self.k}, mlflow_log=False, register=False)
+        return embed_with(result.embedder, data)
+
+
+class GuimModel(Method):
+    """A registered GUIM model (``--model-uri``, default ``models:/guim@challenger``); the seed is
+    irrelevant (the model is fixed)."""
+
+    name = "model"
+
+    def __init__(self, cfg, uri: str | None = None):
+        super().__init__(cfg)
+        self.uri = uri or cfg.bench.model_uri
+
+    def embed(self, data, seed: int) -> Embeddings:
+        from ...embedder import load_embedder
+
+        return embed_with(load_embedder(self.uri), data)

@@ -1,0 +1,130 @@
+"""The silver tables the benchmark reads, as numpy arrays (issue 5; docs/CONTRACTS.md).
+
+Every method and every task sees the same :class:`BenchData`, so baselines and GUIM are
+compared on the same splits. The protocol (REFERENCE.md, leave-last-out): methods learn from
+the *train* part of ``user_sequences``; a user is represented from the *test input* (train +
+valid events); targets are the test events. Tables are read with ``deltalake`` (no Spark).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import GuimError
+from ..schemas import FIRST_ITEM_INDEX, TEST, TRAIN, VALID
+
+NEEDED = ("item_index", "user_sequences", "labels_users", "labels_items", "labels_future")
+
+
+def read_table(location: str, name: str):
+    """A Delta table as a pandas DataFrame; a missing table raises a GuimError naming the fix."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location).to_pyarrow_table().to_pandas()
+    except TableNotFoundError:
+        raise GuimError(f"silver table {name!r} not found at {location}; run `guim ingest` and "
+                        f"`guim sequences` in this workspace first") from None
+
+
+@dataclass
+class BenchData:
+    """Silver tables of one workspace, aligned by user row and by item_idx."""
+
+    user_ids: np.ndarray                 # (U,) user_id strings, row order of every user array
+    item_ids: np.ndarray                 # (V,) item_id by item_idx ("" for the reserved 0..2)
+    seqs: list                           # U dicts of int arrays: item_idx, behavior, gaps, split
+    labels_users: object                 # pandas DataFrame (labels_users)
+    labels_items: object                 # pandas DataFrame (labels_items)
+    labels_future: object                # pandas DataFrame (labels_future)
+    behaviors: list = field(default_factory=list)  # behaviour names; code c is behaviors[c - 1]
+    item_features: object = None         # pandas DataFrame (item_features) or None
+
+    @classmethod
+    def load(cls, cfg) -> "BenchData":
+        """Read the silver tables of ``cfg``'s workspace."""
+        t = {n: read_table(cfg.table(n), n) for n in NEEDED}
+        try:
+            feats = read_table(cfg.table("item_features"), "item_features")
+        except GuimError:
+            feats = None
+        return cls.from_frames(t["item_index"], t["user_sequences"], t["labels_users"],
+                               t["labels_items"], t["labels_future"], list(cfg.ingest.behaviors), feats)
+
+    @classmethod
+    def from_frames(cls, item_index, user_sequences, labels_users, labels_items, labels_future,
+                    behaviors, item_features=None) -> "BenchData":
+        if len(user_sequences) == 0:
+            raise GuimError("user_sequences is empty: no user has enough events (sequences.min_events)")
+        us = user_sequences.sort_values("user_id", kind="stable").reset_index(drop=True)
+        n_items = int(item_index["item_idx"].max()) + 1
+        item_ids = np.full(n_items, "", dtype=object)
+        item_ids[item_index["item_idx"].to_numpy()] = item_index["item_id"].astype(str).to_numpy()
+        seqs = [{k: np.asarray(r[k], dtype=np.int64) for k in ("item_idx", "behavior", "gaps", "split")}
+                for r in us[["item_idx", "behavior", "gaps", "split"]].to_dict("records")]
+        return cls(us["user_id"].astype(str).to_numpy(), item_ids, seqs, labels_users, labels_items,
+                   labels_future, list(behaviors), item_features)
+
+    # -- sizes --------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        """Vocabulary size V = max(item_idx) + 1 (reserved rows 0..2 included)."""
+        return len(self.item_ids)
+
+    # -- protocol views -----------------------------------------------------------------
+    def part(self, u: int, splits: tuple, key: str = "item_idx") -> np.ndarray:
+        s = self.seqs[u]
+        return s[key][np.isin(s["split"], splits)]
+
+    def train_items(self, u: int) -> np.ndarray:
+        """Items of user row u's train part, in time order."""
+        return self.part(u, (TRAIN,))
+
+    def test_input(self, u: int, key: str = "item_idx") -> np.ndarray:
+        """The test-time input of user row u (train + valid events), in time order."""
+        return self.part(u, (TRAIN, VALID), key)
+
+    def test_targets(self, u: int) -> np.ndarray:
+        return self.part(u, (TEST,))
+
+    @cached_property
+    def train_counts(self) -> np.ndarray:
+        """(V,) interactions per item in the train part (0 for reserved and cold items)."""
+        c = np.bincount(np.concatenate([self.train_items(u) for u in range(self.n_users)]),
+                        minlength=self.n_items)
+        c[:FIRST_ITEM_INDEX] = 0
+        return c
+
+    @cached_property
+    def warm_items(self) -> np.ndarray:
+        """item_idx values seen at least once in the train part."""
+        return np.flatnonzero(self.train_counts > 0)
+
+    @cached_property
+    def user_row(self) -> dict:
+        return {u: i for i, u in enumerate(self.user_ids)}
+
+    # -- labels -------------------------------------------------------------------------
+    @cached_property
+    def item_category(self) -> np.ndarray:
+        """(V,) category string per item_idx (None where unknown)."""
+        out = np.full(self.n_items, None, dtype=object)
+        li = self.labels_items.dropna(subset=["item_idx"])
+        out[li["item_idx"].astype(int).to_numpy()] = li["category"].to_numpy()
+        return out
+
+    @cached_property
+    def item_tags(self) -> list:
+        """V sets of tag strings per item_idx (empty where none)."""
+        out = [frozenset()] * self.n_items
+        for i, t in zip(self.labels_items["item_idx"], self.labels_items["tags"]):
+            if i is not None and t is not None and len(t):
+                out[int(i)] = frozenset(str(x) for x in t)
+        return out

@@ -1,0 +1,368 @@
+"""Configuration: one frozen dataclass per stage, loaded from ``guim.yaml`` in the workspace.
+
+Every field carries its help text in ``metadata["help"]``; that text is written as a comment
+into ``guim.yaml`` the first time a workspace is used. ``--set section.key=value`` overrides
+any field on any command; values are parsed as YAML and type-checked against the field, and
+an unknown section, key or a wrong type raises :class:`ConfigError` naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_FILE = "guim.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key the user gave is not valid."""
+
+
+def opt(default: Any, help: str):
+    """A dataclass field with a default and a help comment (mutable defaults are copied)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    lakehouse: str = opt("lakehouse", "Delta tables root; relative to the workspace, or a URI (s3a://…)")
+    mlflow_tracking_uri: str = opt("", "MLflow tracking/registry URI; empty = sqlite:///<workspace>/mlflow.db "
+                                       "(the MLFLOW_TRACKING_URI environment variable wins)")
+    feature_repo: str = opt("feature_repo", "Feast repository folder written by `guim publish`, relative to the workspace")
+    reports: str = opt("reports", "Benchmark reports folder, relative to the workspace")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = opt("local[2]", "Spark master URL: local[N] here, spark://… or yarn on a cluster")
+    app_name: str = opt("guim", "Spark application name")
+    driver_memory: str = opt("4g", "spark.driver.memory (local mode: the whole JVM)")
+    shuffle_partitions: int = opt(4, "spark.sql.shuffle.partitions; raise it on a cluster")
+    delta_package: str = opt("io.delta:delta-spark_4.2_2.13:4.4.0",
+                             "Maven coordinate of Delta for spark.jars.packages; empty = jars already on the classpath")
+    ui: bool = opt(False, "Start the Spark web UI")
+    log_level: str = opt("ERROR", "Spark log level (quiet by default)")
+    conf: dict = opt({}, "Extra Spark settings, e.g. {spark.executor.memory: 8g}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    source: str = opt("synthetic", "Default source: synthetic | taobao | movielens | table")
+    users: int = opt(2000, "Synthetic: number of users")
+    items: int = opt(1000, "Synthetic: number of items")
+    events_per_user: int = opt(60, "Synthetic: mean number of behaviours per user")
+    categories: int = opt(20, "Synthetic: number of item categories")
+    days: int = opt(30, "Synthetic: span of the behaviour log in days")
+    seed: int = opt(42, "Synthetic: random seed (same seed, same data)")
+    start_date: str = opt("2026-01-01", "Synthetic: first day of the behaviour log")
+    min_ts: str = opt("1990-01-01", "Events before this instant are quarantined as out of range")
+    max_ts: str = opt("2100-01-01", "Events after this instant are quarantined as out of range")
+    behaviors: list = opt(["pv", "fav", "cart", "buy", "rate_1", "rate_2", "rate_3", "rate_4", "rate_5"],
+                          "Known behaviours; anything else is quarantined. Order fixes their codes (1, 2, …)")
+    mapping: dict = opt({"events": {}, "items": {}, "users": {}},
+                        "--source table: our column -> your column, per table, e.g. events: {user_id: uid}")
+    timestamp_unit: str = opt("s", "--source table: unit of numeric timestamps (s | ms | us)")
+    tag_separator: str = opt("|", "--source table: separator inside a string tag column")
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    max_len: int = opt(50, "Keep the most recent max_len training behaviours per user")
+    split: str = opt("leave_last_out", "leave_last_out (last = test, second-last = valid) | time (global cutoffs)")
+    valid_cutoff: str = opt("", "split=time: events at/after this instant are valid; empty = 90% quantile of time")
+    test_cutoff: str = opt("", "split=time: events at/after this instant are test; empty = 95% quantile of time")
+    min_events: int = opt(3, "Users with fewer behaviours are left out of user_sequences")
+    categorical_fields: list = opt(["category", "brand", "shop"], "Item fields indexed per field (0 = pad, 1 = OOV)")
+    numeric_fields: list = opt(["price", "year"], "Item fields standardised (log1p for price) with stats recorded")
+    title_buckets: int = opt(4096, "Title tokens are hashed into this many ids (0 = pad)")
+    title_max_tokens: int = opt(16, "Cap on title tokens per item")
+    max_tags: int = opt(8, "Cap on tags per item")
+    gap_buckets: int = opt(32, "Time gaps are bucketed on a log2 scale into this many codes")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model_uri: str = opt("models:/guim@challenger", "Registered model to export with (`--model-uri` wins)")
+    sequence_part: str = opt("all", "User history fed to the encoder: all (train+valid+test, newest max_len) | train")
+    batch_size: int = opt(512, "Users or items per inference batch inside each Spark task")
+    partitions: int = opt(2, "Spark partitions for batch inference (one model copy per task)")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    project: str = opt("guim", "Feast project name")
+    online_store: str = opt("sqlite", "Feast online store: sqlite (file in the workspace) | redis")
+    redis: str = opt("localhost:6379", "online_store=redis: Feast connection string host:port[,db=N][,password=…]")
+    offline_store: str = opt("file", "Feast offline store: file (Parquet snapshots in the workspace) | spark "
+                                     "(Spark reading the gold Delta tables directly)")
+    materialize: str = opt("fast", "fast (vectorised write into Feast's online table format) | feast (Feast's own "
+                                   "materialize_incremental, ~1,500 rows/s)")
+    ann_m: int = opt(32, "HNSW graph degree M of the item index (faiss IndexHNSWFlat, inner product)")
+    ann_ef_construction: int = opt(80, "HNSW efConstruction (build quality)")
+    ann_ef_search: int = opt(64, "HNSW efSearch (query quality vs latency)")
+    candidates: int = opt(0, "Candidates searched per interest; 0 = k (the number of items asked for)")
+    score: str = opt("max", "Merge rule of a user-item score over interests: max (max_k u_k.v) | "
+                            "softmax (tau * log sum_k w_k exp(u_k.v / tau))")
+    tau: float = opt(0.1, "score=softmax: temperature")
+    popular: int = opt(100, "Popular items kept with the index, shown (flagged) for users the online store lacks")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- model (saved with the weights; see guim_features/model) ---------------------------
+    d: int = opt(64, "Embedding size of an item vector and of each user interest")
+    K: int = opt(4, "Number of user interests (1 = the single-vector baseline)")
+    layers: int = opt(2, "Transformer layers of the user encoder")
+    heads: int = opt(2, "Attention heads per layer (d must be divisible by it)")
+    dropout: float = opt(0.2, "Dropout on embeddings, attention and feed-forward layers")
+    max_len: int = opt(50, "Behaviours the encoder sees; longer training histories are cut into windows")
+    id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
+    id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
+    score: str = opt("max", "User-item score over the K interests: max | lse (weight-weighted log-sum-exp)")
+    normalize: bool = opt(False, "Score by cosine (L2-normalised vectors) instead of the dot product")
+    temperature: float = opt(1.0, "InfoNCE temperature (dot product: 1.0; cosine: ~0.05)")
+    learn_temperature: bool = opt(False, "Learn the temperature (initialised at `temperature`)")
+    # -- objective -------------------------------------------------------------------------
+    next_weight: float = opt(1.0, "Weight of next-item prediction (causal attention, every position)")
+    mlm_weight: float = opt(0.0, "Weight of masked-item prediction (bidirectional attention, BERT 80/10/10)")
+    mask_prob: float = opt(0.2, "Masked-item prediction: fraction of positions selected for prediction")
+    negatives: str = opt("auto", "InfoNCE candidates: auto (all items when the catalogue <= full_catalogue_max, "
+                                 "else sampled) | all | sampled (in-batch + num_negatives, cost independent of "
+                                 "the vocabulary)")
+    full_catalogue_max: int = opt(50000, "negatives=auto: largest catalogue scored in full every step")
+    num_negatives: int = opt(1024, "negatives=sampled: negatives drawn per step, shared by the batch")
+    sampler: str = opt("uniform", "negatives=sampled: uniform | popularity (both log-Q corrected)")
+    windows: str = opt("all", "Training windows per user: all (every max_len chunk of the history) | last")
+    # -- optimisation ----------------------------------------------------------------------
+    batch_size: int = opt(128, "Training windows per step")
+    epochs: int = opt(40, "Maximum epochs")
+    patience: int = opt(5, "Early stopping: epochs without a better valid NDCG@20")
+    lr: float = opt(1e-3, "AdamW peak learning rate")
+    weight_decay: float = opt(0.01, "AdamW weight decay (matrices only; not embeddings, norms, biases)")
+    warmup_steps: int = opt(100, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
+    grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
+    eval_batch_size: int = opt(512, "Users per batch during valid/test full ranking")
+    shuffle_buffer: int = opt(20000, "Streaming loader: windows held in the shuffle buffer")
+    seed: int = opt(0, "Random seed (weights, shuffling, masking, negatives)")
+    device: str = opt("auto", "auto (cuda if present) | cpu | cuda")
+    amp: bool = opt(True, "bf16 autocast when training on CUDA")
+    threads: int = opt(2, "torch.set_num_threads on CPU (0 = torch's default)")
+    # -- outputs ---------------------------------------------------------------------------
+    checkpoint_dir: str = opt("checkpoints", "Checkpoint folder, relative to the workspace (--resume reads it)")
+    experiment: str = opt("guim", "MLflow experiment name")
+    model_name: str = opt("guim", "MLflow registered model name (each run adds a version, alias 'challenger')")
+    log_every: int = opt(20, "Log step metrics to MLflow every N steps")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    methods: list = opt(["random", "popularity", "item2vec", "als", "sasrec", "guim_k1", "guim_k4", "model"],
+                        "Methods compared by `guim bench` (model = the registered --model-uri)")
+    tasks: list = opt(["next_item", "interest_coverage", "user_profile", "item_category", "similar_items",
+                       "purchase_propensity", "category_propensity", "item_demand"], "Downstream tasks to run")
+    model_uri: str = opt("models:/guim@challenger", "Registered model benchmarked as method 'model'")
+    dim: int = opt(64, "Vector size of the baselines (random, item2vec, SASRec)")
+    item_scope: str = opt("warm", "Items in item tasks: warm (seen in the train part) | all")
+    positive_behaviors: list = opt(["buy", "rate_4", "rate_5"], "purchase_propensity: behaviours that count as a purchase")
+    probe_folds: int = opt(5, "Cross-validation folds of the linear probes")
+    min_class_size: int = opt(5, "Probe labels with fewer examples are dropped (or the probe skipped)")
+    neighbours: int = opt(10, "similar_items: neighbours per item (precision@N)")
+    coverage_k: int = opt(50, "interest_coverage: size of the recommended list")
+    item2vec_window: int = opt(5, "item2vec: skip-gram window")
+    item2vec_epochs: int = opt(10, "item2vec: passes over the sequences")
+    item2vec_sample: float = opt(0.001, "item2vec: down-sampling threshold of frequent items")
+    item2vec_ns_exponent: float = opt(0.75, "item2vec: exponent of the negative-sampling distribution")
+    item2vec_recent: int = opt(20, "item2vec: a user is the mean of this many most recent items")
+    als_rank: int = opt(64, "ALS: number of factors")
+    als_reg: float = opt(0.05, "ALS: regParam (scaled by the user's item count, as Spark does)")
+    als_alpha: float = opt(10.0, "ALS: implicit confidence alpha")
+    als_iters: int = opt(10, "ALS: iterations")
+    sasrec_max_len: int = opt(50, "SASRec: sequence length")
+    sasrec_layers: int = opt(2, "SASRec: Transformer layers")
+    sasrec_heads: int = opt(2, "SASRec: attention heads")
+    sasrec_dropout: float = opt(0.3, "SASRec: dropout")
+    sasrec_lr: float = opt(0.001, "SASRec: AdamW learning rate")
+    sasrec_batch: int = opt(128, "SASRec: sequences per batch")
+    sasrec_epochs: int = opt(100, "SASRec: maximum epochs (early stopping on valid Recall@20)")
+    sasrec_patience: int = opt(5, "SASRec: epochs without valid improvement before stopping")
+    threads: int = opt(2, "torch CPU threads in the bench run")
+    log_mlflow: bool = opt(True, "Log the report to MLflow (experiment guim-bench) and tag the model version")
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    model_name: str = opt("guim", "Registered model whose aliases are moved")
+    challenger: str = opt("challenger", "Alias of the candidate version")
+    champion: str = opt("champion", "Alias moved to the candidate when the gate passes")
+    primary_metric: str = opt("next_item.recall@20", "Metric the challenger must match or beat (task.metric)")
+    tolerance: float = opt(0.01, "Largest allowed drop of any task's headline metric (absolute)")
+
+
+@dataclass(frozen=True)
+class Config:
+    workspace: str = opt("guim_workspace", "Workspace folder (set by --workspace)")
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    sequences: SequencesConfig = field(default_factory=SequencesConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+
+    # -- resolved locations ---------------------------------------------------------------
+    def resolve(self, p: str) -> str:
+        """A path relative to the workspace, or the URI/absolute path unchanged."""
+        if "://" in p or os.path.isabs(p):
+            return p
+        return str(Path(self.workspace).resolve() / p)
+
+    def table(self, name: str) -> str:
+        """Location of the Delta table ``name`` (see guim_features.schemas)."""
+        return self.resolve(self.paths.lakehouse).rstrip("/") + "/" + name
+
+    @property
+    def mlflow_uri(self) -> str:
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.paths.mlflow_tracking_uri:
+            return self.paths.mlflow_tracking_uri
+        return "sqlite:///" + str(Path(self.workspace).resolve() / "mlflow.db")
+
+
+def _sections() -> dict[str, type]:
+    """Section name -> its dataclass, for every stage section of :class:`Config`."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "workspace"}
+
+
+def _coerce(where: str, typ: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``typ``; ints widen to floats, nothing else converts."""
+    origin = typing.get_origin(typ) or typ
+    if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+    elif origin in (int, float, str, list, dict) and isinstance(value, origin) and not (
+            origin is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(origin, '__name__', origin)}, got "
+                      f"{type(value).__name__} {value!r}")
+
+
+def _build(cls: type, where: str, values: dict) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, v in values.items():
+        t = hints[name]
+        if dataclasses.is_dataclass(t):
+            kwargs[name] = _build(t, name, v or {})
+        else:
+            kwargs[name] = _coerce(f"{where}.{name}" if where else name, t, v)
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) < 2:
+        raise ConfigError(f"--set {item!r}: expected section.key=value (e.g. train.epochs=5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+    if value is None:
+        value = ""
+    return parts, value
+
+
+def _apply_override(data: dict, parts: list[str], value: Any) -> None:
+    section, key, rest = parts[0], parts[1], parts[2:]
+    sections = _sections()
+    if section not in sections:
+        raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
+    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    if key not in fields:
+        raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(sorted(fields))})")
+    sec = data.setdefault(section, {})
+    if rest:  # dict-valued field, e.g. spark.conf.spark.executor.memory=8g
+        hint = typing.get_type_hints(sections[section])[key]
+        if (typing.get_origin(hint) or hint) is not dict:
+            raise ConfigError(f"{section}.{key} is not a mapping; cannot set {'.'.join(parts)}")
+        current = sec.get(key)
+        if current is None:
+            current = dict(fields[key].default_factory())
+        target = current
+        if key == "conf":  # Spark keys contain dots themselves
+            target[".".join(rest)] = value
+        else:
+            for p in rest[:-1]:
+                target = target.setdefault(p, {})
+            target[rest[-1]] = value
+        sec[key] = current
+    else:
+        sec[key] = value
+
+
+def _to_yaml(cfg: Config) -> str:
+    lines = ["# GUIM Features configuration. Every key is optional; delete one to get its default.",
+             "# Override any key on any command with --set section.key=value."]
+    for f in dataclasses.fields(cfg):
+        if f.name == "workspace":
+            continue
+        sec = getattr(cfg, f.name)
+        lines.append(f"\n{f.name}:")
+        for sf in dataclasses.fields(sec):
+            lines.append(f"  # {sf.metadata.get('help', '')}")
+            dumped = yaml.safe_dump({sf.name: getattr(sec, sf.name)}, default_flow_style=True,
+                                    width=10_000, sort_keys=False).strip()
+            lines.append("  " + dumped[1:-1] if dumped.startswith("{") else "  " + dumped)
+    return "\n".join(lines) + "\n"
+
+
+def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list[str] | tuple = (),
+                write_default: bool = True) -> Config:
+    """Read ``<workspace>/guim.yaml`` (writing the defaults on first use) and apply overrides."""
+    ws = Path(workspace)
+    path = ws / CONFIG_FILE
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+    else:
+        data = {}
+        if write_default:
+            ws.mkdir(parents=True, exist_ok=True)
+            path.write_text(_to_yaml(Config(workspace=str(ws))))
+    data.pop("workspace", None)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        _apply_override(data, parts, value)
+    cfg = _build(Config, "", {**data, "workspace": str(ws)})
+    return cfg
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` re-exported: configs are frozen, derive new ones."""
+    return dataclasses.replace(cfg, **changes)

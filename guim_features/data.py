@@ -1,0 +1,267 @@
+"""Silver Delta tables straight into PyTorch, without Spark (issue 3, "Data loading").
+
+- ``ItemBank``: the catalogue's content from ``item_features`` (+ sizes from ``vocab``) as dense
+  numpy arrays, one row per item_idx; it becomes the item tower's feature bank.
+- ``TrainStream``: training windows from ``user_sequences`` read batch by batch from the Delta
+  table's Parquet files (pyarrow dataset), with a bounded shuffle buffer: memory depends on the
+  batch and the buffer, not on the table. Same seed and epoch -> same batches. Each user's
+  training part is cut into windows of ``max_len + 1`` (inputs + next-item targets), from the
+  most recent backwards (``windows=last`` keeps only the most recent one).
+- ``eval_batches``: valid/test inputs and targets under the protocol of docs/CONTRACTS.md.
+
+Batches are left-padded (PAD = 0) so the most recent event is always the last position.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from .errors import GuimError
+from .schemas import FIRST_ITEM_INDEX, TEST, TRAIN, VALID
+
+CAT_COLUMNS = ("category_idx", "brand_idx", "shop_idx")     # item_features categorical columns
+NUM_COLUMNS = ("price_norm", "year_norm")                  # item_features numeric columns
+
+
+def delta_table(cfg, name: str):
+    """The ``deltalake.DeltaTable`` of silver table ``name``, or a GuimError saying how to build it."""
+    from deltalake import DeltaTable
+
+    path = cfg.table(name)
+    try:
+        return DeltaTable(path)
+    except Exception as e:  # deltalake raises TableNotFoundError / OSError variants
+        raise GuimError(f"silver table {name!r} not found at {path} ({type(e).__name__}); "
+                        f"run `guim ingest` and `guim sequences` on this workspace first") from None
+
+
+def table_versions(cfg, names=("item_index", "item_features", "user_sequences", "vocab")) -> dict:
+    """Delta version of each table read (logged as MLflow tags)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = delta_table(cfg, n).version()
+        except GuimError:
+            out[n] = None
+    return out
+
+
+def pad_lists(values, width: int, dtype=np.int64) -> np.ndarray:
+    """A column of lists/arrays/None -> (N, width) array, left-aligned, truncated, zero-padded."""
+    out = np.zeros((len(values), width), dtype=dtype)
+    for i, v in enumerate(values):
+        if v is None or width == 0:
+            continue
+        v = np.asarray(v, dtype=dtype)[:width]
+        out[i, :len(v)] = v
+    return out
+
+
+def features_from_frame(df, title_len: int, tags_len: int, image_dim: int) -> dict:
+    """Rows in the item_features schema (a pandas DataFrame) -> numpy content dict for ItemTower.
+
+    Missing content columns count as missing values (zeros); a missing or wrong-sized image
+    counts as no image."""
+    n = len(df)
+    if "item_idx" not in df.columns:
+        raise GuimError(f"item features need an item_idx column (got {list(df.columns)})")
+    col = lambda c: df[c].to_numpy() if c in df.columns else None  # noqa: E731
+    cat = np.stack([np.nan_to_num(col(c).astype(float)).astype(np.int64) if c in df.columns
+                    else np.zeros(n, np.int64) for c in CAT_COLUMNS], 1) if n else np.zeros((0, 3), np.int64)
+    num = np.stack([np.nan_to_num(col(c).astype(np.float32)) if c in df.columns
+                    else np.zeros(n, np.float32) for c in NUM_COLUMNS], 1) if n else np.zeros((0, 2), np.float32)
+    images = col("image") if "image" in df.columns else [None] * n
+    has = np.array([v is not None and len(v) == image_dim for v in images], dtype=np.float32)
+    image = pad_lists([v if h else None for v, h in zip(images, has)], image_dim, np.float32)
+    return {"item_idx": df["item_idx"].to_numpy().astype(np.int64), "cat": np.maximum(cat, 0),
+            "num": num.astype(np.float32),
+            "title": pad_lists(col("title_tokens") if "title_tokens" in df.columns else [None] * n, title_len),
+            "tags": pad_lists(col("tag_ids") if "tag_ids" in df.columns else [None] * n, tags_len),
+            "image": image, "has_image": has}
+
+
+class ItemBank:
+    """The training catalogue's content, one row per item_idx (rows 0..2 are the reserved ids)."""
+
+    def __init__(self, cfg):
+        index = delta_table(cfg, "item_index").to_pyarrow_table(columns=["item_idx"])
+        feats = delta_table(cfg, "item_features").to_pyarrow_table().to_pandas()
+        self.n_items = int(max(index.column("item_idx").to_numpy().max(initial=0),
+                               feats["item_idx"].max() if len(feats) else 0)) + 1
+        try:
+            vocab = delta_table(cfg, "vocab").to_pyarrow_table().to_pandas()
+        except GuimError:
+            vocab = None
+        vmax = lambda f: int(vocab.loc[vocab["field"] == f, "idx"].max()) if (  # noqa: E731
+            vocab is not None and (vocab["field"] == f).any()) else 0
+        imgs = [v for v in feats.get("image", []) if v is not None and len(v)]
+        self.image_dim = len(imgs[0]) if imgs else 0
+        self.title_len, self.tags_len = cfg.sequences.title_max_tokens, cfg.sequences.max_tags
+        f = features_from_frame(feats, self.title_len, self.tags_len, self.image_dim)
+        self.cat_sizes = [max(2, vmax(c.replace("_idx", "")) + 1, int(f["cat"][:, j].max(initial=0)) + 1)
+                          for j, c in enumerate(CAT_COLUMNS)]
+        self.tag_size = max(2, vmax("tag") + 1, int(f["tags"].max(initial=0)) + 1)
+        self.title_buckets = max(cfg.sequences.title_buckets + 1, int(f["title"].max(initial=0)) + 1)
+        self.n_behaviors, self.gap_buckets = len(cfg.ingest.behaviors), cfg.sequences.gap_buckets
+        V, rows = self.n_items, f.pop("item_idx")
+        self._arrays = {k: np.zeros((V,) + v.shape[1:], v.dtype) for k, v in f.items()}
+        for k, v in f.items():
+            self._arrays[k][rows] = v
+
+    def arrays(self) -> dict:
+        return self._arrays
+
+    def sizes(self) -> dict:
+        return {"n_items": self.n_items, "cat_sizes": self.cat_sizes, "n_num": len(NUM_COLUMNS),
+                "title_buckets": self.title_buckets, "tag_size": self.tag_size, "title_len": self.title_len,
+                "tags_len": self.tags_len, "image_dim": self.image_dim, "n_behaviors": self.n_behaviors,
+                "gap_buckets": self.gap_buckets}
+
+
+def _user_rows(dt, columns, batch_rows: int = 1024) -> Iterator[dict]:
+    """Stream user_sequences rows as dicts of numpy arrays, reading one Parquet batch at a time."""
+    ds = dt.to_pyarrow_dataset()
+    for rb in ds.to_batches(columns=columns, batch_size=batch_rows):
+        cols = {}
+        for c in columns:
+            arr = rb.column(c)
+            offs, vals = arr.offsets.to_numpy(), arr.values.to_numpy(zero_copy_only=False)
+            cols[c] = (offs, vals)
+        for i in range(rb.num_rows):
+            yield {c: v[o[i]:o[i + 1]] for c, (o, v) in cols.items()}
+
+
+SEQ_COLUMNS = ["item_idx", "behavior", "gaps", "split"]
+
+
+def left_pad(seqs: list, width: int) -> np.ndarray:
+    """List of 1-D int arrays -> (B, width), right-aligned (most recent last), keeping the last width."""
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = np.asarray(s)[-width:] if width else s[:0]
+        if len(s):
+            out[i, width - len(s):] = s
+    return out
+
+
+def _windows(row: dict, L: int, mode: str) -> list:
+    """Training windows (items, behavior, gaps) of length <= L+1 from a user's TRAIN part."""
+    tr = row["split"] == TRAIN
+    it, be, ga = row["item_idx"][tr], row["behavior"][tr], row["gaps"][tr]
+    out, end = [], len(it)
+    while end >= 2:
+        start = max(0, end - L - 1)
+        out.append((it[start:end], be[start:end], ga[start:end]))
+        if mode == "last":
+            break
+        end -= L
+    return out
+
+
+def count_windows(cfg, L: int, mode: str, rank: int = 0, world: int = 1) -> int:
+    """Number of training windows (this rank's share) without reading the sequences themselves."""
+    n = delta_table(cfg, "user_sequences").to_pyarrow_table(columns=["n_train"]).column("n_train").to_numpy()
+    n = n[rank::world]
+    per = np.where(n >= 2, 1 if mode == "last" else np.ceil((n - 1) / L), 0)
+    return int(per.sum())
+
+
+class TrainStream:
+    """Shuffled training batches (dicts of (B, L+1) int64 arrays) for one epoch at a time."""
+
+    def __init__(self, cfg, L: int, batch_size: int, seed: int, mode: str = "all", buffer: int = 20000,
+                 rank: int = 0, world: int = 1):
+        if mode not in ("all", "last"):
+            raise GuimError(f"train.windows={mode!r} is not one of all, last")
+        self.dt = delta_table(cfg, "user_sequences")
+        self.L, self.bs, self.seed, self.mode = L, batch_size, seed, mode
+        self.buffer, self.rank, self.world, self.epoch = max(buffer, batch_size), rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _emit(self, buf: list, rng, final: bool):
+        order = rng.permutation(len(buf))
+        n_full = len(buf) // self.bs * self.bs
+        take = len(buf) if final else n_full
+        for s in range(0, take, self.bs):
+            yield self._collate([buf[j] for j in order[s:s + self.bs]])
+        return [buf[j] for j in order[take:]]
+
+    def __iter__(self) -> Iterator[dict]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        buf: list = []
+        for i, row in enumerate(_user_rows(self.dt, SEQ_COLUMNS)):
+            if i % self.world != self.rank:
+                continue
+            buf.extend(_windows(row, self.L, self.mode))
+            if len(buf) >= self.buffer:
+                buf = yield from self._emit(buf, rng, final=False)
+        if buf:
+            yield from self._emit(buf, rng, final=True)
+
+    def _collate(self, wins: list) -> dict:
+        W = self.L + 1
+        return {"items": left_pad([w[0] for w in wins], W), "behavior": left_pad([w[1] for w in wins], W),
+                "gaps": left_pad([w[2] for w in wins], W)}
+
+
+def item_counts(cfg, n_items: int) -> np.ndarray:
+    """How often each item_idx occurs in the training parts (popularity; the sampler's log-Q)."""
+    counts = np.zeros(n_items, dtype=np.float64)
+    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"]):
+        it = row["item_idx"][row["split"] == TRAIN]
+        np.add.at(counts, it[it < n_items], 1)
+    return counts
+
+
+def eval_batches(cfg, which: str, L: int, batch_size: int) -> Iterator[dict]:
+    """Full-ranking evaluation batches: inputs (B, L) left-padded, target (B,), seen (list of arrays).
+
+    valid: input = TRAIN part, target = first VALID event; test: input = TRAIN + VALID parts,
+    target = first TEST event. Users without a target are skipped."""
+    if which not in ("valid", "test"):
+        raise GuimError(f"eval split {which!r} is not one of valid, test")
+    tsplit = VALID if which == "valid" else TEST
+    rows: list = []
+    for row in _user_rows(delta_table(cfg, "user_sequences"), SEQ_COLUMNS):
+        sp = row["split"]
+        tg = np.flatnonzero(sp == tsplit)
+        if not len(tg):
+            continue
+        keep = sp < tsplit
+        rows.append((row["item_idx"][keep], row["behavior"][keep], row["gaps"][keep], row["item_idx"][tg[0]]))
+        if len(rows) == batch_size:
+            yield _eval_collate(rows, L)
+            rows = []
+    if rows:
+        yield _eval_collate(rows, L)
+
+
+def _eval_collate(rows: list, L: int) -> dict:
+    return {"items": left_pad([r[0] for r in rows], L), "behavior": left_pad([r[1] for r in rows], L),
+            "gaps": left_pad([r[2] for r in rows], L), "target": np.array([r[3] for r in rows], np.int64),
+            "seen": [r[0] for r in rows]}
+
+
+def rank_metrics(scores: np.ndarray, target: np.ndarray, seen: list, ks=(10, 20)) -> dict:
+    """Sum of Recall@k and NDCG@k over users, ranking all items; scores (B, V) indexed by item_idx
+    (columns < FIRST_ITEM_INDEX and each user's seen items are excluded). One target per user."""
+    s = scores.astype(np.float32, copy=True)
+    s[:, :FIRST_ITEM_INDEX] = -np.inf
+    for i, items in enumerate(seen):
+        s[i, items[items < s.shape[1]]] = -np.inf
+    tgt = np.clip(target, 0, s.shape[1] - 1)
+    t = s[np.arange(len(s)), tgt]
+    rank = (s > t[:, None]).sum(1)                       # 0-based rank of the target
+    rank = np.where(target < s.shape[1], rank, s.shape[1])
+    out = {}
+    for k in ks:
+        hit = rank < k
+        out[f"recall@{k}"] = float(hit.sum())
+        out[f"ndcg@{k}"] = float((hit / np.log2(rank + 2)).sum())
+    out["n"] = float(len(s))
+    return out
+

@@ -1,0 +1,146 @@
+"""A trained GUIM ready for inference (docs/CONTRACTS.md "Model API"): numpy in, numpy out, CPU by default.
+
+A checkpoint (``model.pt``) holds the model's arguments, its weights (with the catalogue's
+feature bank) and ``meta`` (the TrainConfig it was trained with, the Delta versions it read,
+its metrics), so ``load_embedder`` never needs the caller to restate hyper-parameters.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuimError
+
+CHECKPOINT = "model.pt"
+
+
+class Embedder:
+    """Wraps a GUIM module: ``encode_users``, ``encode_items``, ``score`` on numpy arrays."""
+
+    def __init__(self, model, meta: dict | None = None, model_version: str | None = None):
+        self.model = model.eval()
+        self.meta = dict(meta or {})
+        self.K, self.d = int(model.args["K"]), int(model.args["d"])
+        self.max_len = int(model.args["max_len"])
+        self.config = {**self.meta.get("train_config", {}), **model.args}
+        self.model_version = model_version
+
+    def _device(self):
+        return next(self.model.parameters()).device
+
+    def encode_users(self, item_idx: list, behavior: list, gaps: list,
+                     batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Per-user 1-D int arrays (the input part, time-ordered) -> interests (B, K, d), weights (B, K)."""
+        import torch
+
+        from .data import left_pad
+
+        if not (len(item_idx) == len(behavior) == len(gaps)):
+            raise GuimError(f"encode_users: item_idx, behavior and gaps have different lengths "
+                            f"({len(item_idx)}, {len(behavior)}, {len(gaps)})")
+        out_i, out_w, dev = [], [], self._device()
+        with torch.no_grad():
+            for s in range(0, len(item_idx), batch_size):
+                t = [torch.as_tensor(left_pad(x[s:s + batch_size], self.max_len), device=dev)
+                     for x in (item_idx, behavior, gaps)]
+                interests, weights = self.model.encode_users(*t)              # (B, K, d), (B, K)
+                out_i.append(interests.float().cpu().numpy())
+                out_w.append(weights.float().cpu().numpy())
+        if not out_i:
+            return np.zeros((0, self.K, self.d), np.float32), np.zeros((0, self.K), np.float32)
+        return np.concatenate(out_i), np.concatenate(out_w)
+
+    def encode_items(self, item_features, batch_size: int = 4096) -> np.ndarray:
+        """Rows in the item_features schema (pandas DataFrame) -> (N, d) float32."""
+        import torch
+
+        from .data import features_from_frame
+
+        a, out, dev = self.model.args, [], self._device()
+        with torch.no_grad():
+            for s in range(0, len(item_features), batch_size):
+                f = features_from_frame(item_features.iloc[s:s + batch_size], a["title_len"], a["tags_len"],
+                                        a["image_dim"])
+                t = {k: torch.as_tensor(v, device=dev) for k, v in f.items()}
+                out.append(self.model.encode_items(t).float().cpu().numpy())  # (n, d)
+        return np.concatenate(out) if out else np.zeros((0, self.d), np.float32)
+
+    def catalogue(self) -> np.ndarray:
+        """Vectors of the training catalogue indexed by item_idx (rows 0..2 are zeros) -> (V, d)."""
+        import torch
+
+        with torch.no_grad():
+            v = self.model.catalogue().float().cpu().numpy()
+        return np.concatenate([np.zeros((3, self.d), np.float32), v])
+
+    def score(self, interests, weights, item_vectors) -> np.ndarray:
+        """(B, K, d), (B, K), (N, d) -> (B, N) by the model's rule (max over interests by default)."""
+        import torch
+
+        with torch.no_grad():
+            s = self.model.score(torch.as_tensor(np.asarray(interests, np.float32)),
+                                 torch.as_tensor(np.asarray(weights, np.float32)),
+                                 torch.as_tensor(np.asarray(item_vectors, np.float32)))
+        return s.numpy()
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the checkpoint (arguments, weights, meta) to ``path``; returns it."""
+        import torch
+
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"args": self.model.args, "state": state, "meta": self.meta}, path)
+        return str(path)
+
+
+def from_checkpoint(path: str | os.PathLike, model_version: str | None = None, device: str = "cpu") -> Embedder:
+    import torch
+
+    from .model import GUIM
+
+    ck = torch.load(path, map_location=device, weights_only=True)
+    model = GUIM(ck["args"])
+    model.load_state_dict(ck["state"])
+    return Embedder(model.to(device), ck.get("meta"), model_version or ck.get("meta", {}).get("model_version"))
+
+
+def _find_checkpoint(folder: Path) -> Path:
+    hits = sorted(folder.rglob(CHECKPOINT))
+    if not hits:
+        raise GuimError(f"no {CHECKPOINT} under {folder}: not a GUIM model")
+    return hits[0]
+
+
+def load_embedder(model_uri: str, tracking_uri: str | None = None, device: str = "cpu") -> Embedder:
+    """``models:/guim@challenger``, ``models:/guim/3``, ``runs:/<id>/model``, a pyfunc folder or a model.pt."""
+    p = Path(model_uri)
+    if "://" not in model_uri and ":/" not in model_uri:
+        if p.is_file():
+            return from_checkpoint(p, device=device)
+        if p.is_dir():
+            return from_checkpoint(_find_checkpoint(p), device=device)
+        raise GuimError(f"model {model_uri!r} not found (expected models:/NAME@ALIAS, runs:/ID/model or a path)")
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    version = None
+    if model_uri.startswith("models:/"):
+        name, _, ref = model_uri[len("models:/"):].partition("@")
+        client = mlflow.MlflowClient()
+        try:
+            if ref:
+                version = client.get_model_version_by_alias(name, ref).version
+            elif "/" in name:
+                version = name.split("/", 1)[1]
+        except mlflow.exceptions.MlflowException as e:
+            raise GuimError(f"model {model_uri!r} not in the registry at {mlflow.get_registry_uri()} "
+                            f"({e.message.splitlines()[0]}); train one with `guim train`") from None
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except mlflow.exceptions.MlflowException as e:
+        raise GuimError(f"cannot load {model_uri!r}: {e.message.splitlines()[0]}") from None
+    return from_checkpoint(_find_checkpoint(local), model_version=version and str(version), device=device)

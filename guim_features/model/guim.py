@@ -1,0 +1,238 @@
+"""GUIM: general user-item embeddings with a mixture of K user interests (Yang et al. 2022, arXiv 2207.00750).
+
+One fixed interface (issue 3): ``encode_items`` (content -> (N, d)), ``encode_users`` (sequences ->
+interests (B, K, d) and weights (B, K)), ``score`` (users x items -> (B, N)), ``loss`` (a training
+batch -> scalar). The model is built from one plain dict of arguments (``model_args``), saved with
+the weights, so loading never needs the caller to restate hyper-parameters.
+
+- User encoder: Transformer over item (from the item tower, shared with the output side),
+  behaviour, time-gap and position embeddings.
+- Mixture of representation: K learned interest queries (each shifted by the position's own
+  state) attend over the encoded sequence; interest k = LayerNorm(h_t + W_o attn_k); the K
+  weights are a softmax of a learned gate over the interests.
+- Objectives: next-item prediction at every position plus BERT-style masked-item prediction
+  (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
+- Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
+  or the batch's targets plus ``num_negatives`` shared sampled negatives with log-Q correction
+  (Yi et al. 2019), so the cost does not grow with the vocabulary.
+
+NOTE (departs from the paper): the same Transformer runs with *causal* attention for the
+next-item objective and for user embeddings (so every position is a training target without
+leaking the future, as in SASRec) and with *bidirectional* attention for masked-item prediction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import GuimError
+from ..schemas import FIRST_ITEM_INDEX, MASK
+from .towers import ItemTower
+
+# Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
+HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "score", "normalize",
+         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
+         "full_catalogue_max", "num_negatives", "sampler")
+SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
+         "n_behaviors", "gap_buckets")
+CHOICES = {"score": ("max", "lse"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
+
+
+def model_args(train_cfg, sizes: dict) -> dict:
+    """The model's arguments: TrainConfig's model fields + the data's sizes. Validates them."""
+    a = {k: getattr(train_cfg, k) for k in HYPER}
+    a.update({k: sizes[k] for k in SIZES})
+    return check_args(a)
+
+
+def check_args(a: dict) -> dict:
+    unknown = sorted(set(a) - set(HYPER) - set(SIZES))
+    missing = sorted((set(HYPER) | set(SIZES)) - set(a))
+    if unknown or missing:
+        raise GuimError(f"GUIM arguments: unknown {unknown}, missing {missing}")
+    for k, allowed in CHOICES.items():
+        if a[k] not in allowed:
+            raise GuimError(f"train.{k}={a[k]!r} is not one of {', '.join(allowed)}")
+    if a["K"] < 1 or a["d"] % a["heads"]:
+        raise GuimError(f"train.K must be >= 1 and train.d ({a['d']}) divisible by train.heads ({a['heads']})")
+    if a["n_items"] <= FIRST_ITEM_INDEX:
+        raise GuimError("the item index is empty: run `guim sequences` first")
+    return a
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block; ``allowed`` (B, 1, L, L) says which keys each query may see."""
+
+    def __init__(self, d: int, heads: int, p: float):
+        super().__init__()
+        self.heads, self.p = heads, p
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.p if self.training else 0.0)  # (B, H, L, d/H)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class InterestMixture(nn.Module):
+    """K interest queries attend over the encoded sequence -> K vectors and K softmax weights."""
+
+    def __init__(self, d: int, K: int, p: float):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(K, d) * 0.02)                   # (K, d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.gate = nn.Linear(d, 1)
+        self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(p)
+
+    def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None):
+        """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
+        queries (None = all L). Returns interests (B, T, K, d) and weights (B, T, K)."""
+        hq = h if rows is None else h[:, rows]                                 # (B, T, d)
+        q = self.queries[None, None] + self.q(hq)[:, :, None]                  # (B, T, K, d)
+        att = torch.einsum("btkd,bsd->btks", q, self.k(h)) / math.sqrt(h.shape[-1])  # (B, T, K, L)
+        att = att.masked_fill(~allowed[:, :, None], float("-inf")).softmax(-1)
+        o = torch.einsum("btks,bsd->btkd", att, self.v(h))                     # (B, T, K, d)
+        interests = self.norm(hq[:, :, None] + self.drop(self.o(o)))          # (B, T, K, d)
+        weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
+        return interests, weights
+
+
+class GUIM(nn.Module):
+    def __init__(self, args: dict):
+        super().__init__()
+        self.args = a = check_args(dict(args))
+        d, L = a["d"], a["max_len"]
+        self.tower = ItemTower(a)
+        self.beh_emb = nn.Embedding(a["n_behaviors"] + 1, d, padding_idx=0)
+        self.gap_emb = nn.Embedding(a["gap_buckets"] + 1, d)
+        self.pos_emb = nn.Embedding(L, d)
+        self.in_norm, self.drop = nn.LayerNorm(d), nn.Dropout(a["dropout"])
+        self.blocks = nn.ModuleList(Block(d, a["heads"], a["dropout"]) for _ in range(a["layers"]))
+        self.out_norm = nn.LayerNorm(d)
+        self.mixture = InterestMixture(d, a["K"], a["dropout"])
+        self.log_tau = nn.Parameter(torch.tensor(math.log(a["temperature"])),
+                                    requires_grad=bool(a["learn_temperature"]))
+        self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
+        for m in (self.beh_emb, self.gap_emb, self.pos_emb):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # -- the interface --------------------------------------------------------------------
+    def encode_items(self, features: dict) -> torch.Tensor:
+        """Content dict (item_idx + towers.BANK_KEYS, first dim N) -> item vectors (N, d)."""
+        return self.tower(features)
+
+    def catalogue(self) -> torch.Tensor:
+        """Vectors of every real item of the training catalogue, item_idx 3.. -> (V - 3, d)."""
+        idx = torch.arange(FIRST_ITEM_INDEX, self.args["n_items"], device=self.item_pop.device)
+        return self.tower.embed_idx(idx)
+
+    def encode_users(self, item_idx: torch.Tensor, behavior: torch.Tensor, gaps: torch.Tensor):
+        """Left-padded (B, L) sequences (the last event at position L-1) -> interests (B, K, d), weights (B, K)."""
+        h, valid = self.encode(item_idx, behavior, gaps, causal=True)       # (B, L, d)
+        allowed = valid[:, None, :].clone()                                  # (B, 1, L)
+        allowed[:, :, -1] = True                                             # empty sequence: itself
+        interests, weights = self.mixture(h, allowed, rows=torch.tensor([h.shape[1] - 1], device=h.device))
+        return interests[:, 0], weights[:, 0]
+
+    def score(self, interests: torch.Tensor, weights: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(..., K, d) interests, (..., K) weights, (N, d) items -> (..., N) scores."""
+        if self.args["normalize"]:
+            interests, items = F.normalize(interests, dim=-1), F.normalize(items, dim=-1)
+        s = torch.einsum("...kd,nd->...kn", interests, items)                 # (..., K, N)
+        if s.shape[-2] == 1:
+            return s[..., 0, :]
+        if self.args["score"] == "max":
+            return s.max(-2).values
+        return torch.logsumexp(s + torch.log(weights.clamp_min(1e-9))[..., None], dim=-2)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Batch of left-padded windows: items/behavior/gaps (B, L+1). Returns (loss, parts)."""
+        a, items = self.args, batch["items"]
+        parts, total = {}, 0.0
+        inp, tgt = items[:, :-1], items[:, 1:]                                  # (B, L), (B, L)
+        cache: dict = {}
+        if a["next_weight"] > 0:
+            h, valid = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True)
+            L = inp.shape[1]
+            causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
+            allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
+            interests, weights = self.mixture(h, allowed)                       # (B, L, K, d), (B, L, K)
+            pos = valid & (tgt > 0)                                             # (B, L)
+            parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache)
+            total = total + a["next_weight"] * parts["next"]
+        if a["mlm_weight"] > 0:
+            seq, beh, gaps = tgt, batch["behavior"][:, 1:], batch["gaps"][:, 1:]
+            real = seq >= FIRST_ITEM_INDEX
+            pick = real & (torch.rand(seq.shape, device=seq.device) < a["mask_prob"])
+            r = torch.rand(seq.shape, device=seq.device)
+            rand_items = torch.randint(FIRST_ITEM_INDEX, a["n_items"], seq.shape, device=seq.device)
+            masked = torch.where(pick & (r < 0.8), torch.full_like(seq, MASK), seq)
+            masked = torch.where(pick & (r >= 0.8) & (r < 0.9), rand_items, masked)
+            h, _ = self.encode(masked, beh, gaps, causal=False)                 # (B, L, d)
+            if pick.any():
+                hp = h[pick][:, None]                                           # (P, 1, d)
+                parts["mlm"] = self._infonce(hp, torch.ones_like(hp[..., 0]), seq[pick], cache)
+                total = total + a["mlm_weight"] * parts["mlm"]
+        if not parts:
+            raise GuimError("train.next_weight and train.mlm_weight are both 0: nothing to learn")
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    # -- internals ------------------------------------------------------------------------
+    def encode(self, item_idx, behavior, gaps, causal: bool):
+        """(B, L) ints -> hidden states (B, L, d) and the mask of real positions (B, L)."""
+        B, L = item_idx.shape
+        if L > self.args["max_len"]:
+            m = self.args["max_len"]
+            item_idx, behavior, gaps = item_idx[:, -m:], behavior[:, -m:], gaps[:, -m:]
+            B, L = item_idx.shape
+        valid = item_idx > 0                                                    # (B, L)
+        pos = torch.arange(self.args["max_len"] - L, self.args["max_len"], device=item_idx.device)
+        gaps = gaps.clamp(0, self.args["gap_buckets"])
+        behavior = behavior.clamp(0, self.args["n_behaviors"])
+        x = self.tower.embed_idx(item_idx) * valid[..., None]                   # (B, L, d)
+        x = x + self.beh_emb(behavior) + self.gap_emb(gaps) + self.pos_emb(pos)[None]
+        x = self.drop(self.in_norm(x))
+        keys = valid[:, None, :]                                                # (B, 1, L)
+        if causal:
+            keys = keys & torch.tril(torch.ones(L, L, dtype=torch.bool, device=x.device))[None]
+        allowed = (keys | torch.eye(L, dtype=torch.bool, device=x.device)[None])[:, None]  # (B, 1, L, L)
+        for blk in self.blocks:
+            x = blk(x, allowed)
+        return self.out_norm(x), valid
+
+    def _candidates(self, y: torch.Tensor, cache: dict):
+        """Candidate items for targets y (P,): (vectors (N, d), labels (P,), log-Q (N,))."""
+        a, V, dev = self.args, self.args["n_items"], y.device
+        full = a["negatives"] == "all" or (a["negatives"] == "auto" and V <= a["full_catalogue_max"])
+        if full:
+            if "all" not in cache:
+                cache["all"] = self.catalogue()                                 # (V - 3, d)
+            return cache["all"], y - FIRST_ITEM_INDEX, None
+        if "neg" not in cache:
+            pop = self.item_pop.clone()
+            pop[:FIRST_ITEM_INDEX] = 0
+            q = pop if a["sampler"] == "popularity" else (torch.arange(V, device=dev) >= FIRST_ITEM_INDEX).float()
+            q = q / q.sum()                                                     # (V,) sampling distribution
+            cache["neg"] = (torch.multinomial(q, a["num_negatives"], replacement=True), q)
+        neg, q = cache["neg"]
+        cand = torch.unique(torch.cat([y, neg]))                               # (N,) sorted
+        p_pop = self.item_pop[cand] / self.item_pop[FIRST_ITEM_INDEX:].sum()
+        logq = torch.log(y.numel() * p_pop + a["num_negatives"] * q[cand] + 1e-9)   # expected count (N,)
+        return self.tower.embed_idx(cand), torch.searchsorted(cand, y), logq
+
+    def _infonce(self, interests, weights, y, cache) -> torch.Tensor:
+        """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar."""
+        vecs, labels, logq = self._candidates(y, cache)
+        logits = self.score(interests, weights, vecs) / self.log_tau.exp()    # (P, N)
+        if logq is not None:
+            logits = logits - logq[None]
+        return F.cross_entropy(logits.float(), labels)

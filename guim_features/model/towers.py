@@ -1,0 +1,100 @@
+"""Item tower: one vector per item from its id and its multi-modal content (GUIM, arXiv 2207.00750, §3.1).
+
+An item's vector is the sum of an id embedding, one embedding per categorical field, a
+projection of the numeric fields, a mean bag of hashed title tokens, a mean bag of tags and a
+projection of the optional dense (image) vector, then a LayerNorm. Items never seen in
+training (item_idx >= n_items) use a hashed id bucket instead of their own id row; the
+buckets are trained by *id dropout* (an item's id is swapped for its bucket with a small
+probability), so an unseen item's vector is "generic id + its content".
+
+The tower holds the training catalogue's content as buffers (the *feature bank*), so that
+sequences of item indices can be embedded without passing content around; the buffers are
+saved with the weights.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..schemas import OOV
+
+BANK_KEYS = ("cat", "num", "title", "tags", "image", "has_image")
+
+
+def hash_bucket(idx: torch.Tensor, buckets: int) -> torch.Tensor:
+    """A fixed multiplicative hash of item indices into [0, buckets)."""
+    return ((idx.long() * 2654435761) % 4294967296) % buckets
+
+
+class ItemTower(nn.Module):
+    def __init__(self, a: dict):
+        super().__init__()
+        d = a["d"]
+        self.n_items, self.id_buckets, self.id_dropout = a["n_items"], a["id_buckets"], a["id_dropout"]
+        self.cat_sizes = list(a["cat_sizes"])              # vocabulary size per categorical field
+        self.id_emb = nn.Embedding(self.n_items + self.id_buckets, d, padding_idx=0)
+        self.cat_emb = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in self.cat_sizes)
+        self.num_proj = nn.Linear(a["n_num"], d) if a["n_num"] else None
+        self.title_bag = nn.EmbeddingBag(a["title_buckets"], d, mode="mean", padding_idx=0)
+        self.tag_bag = nn.EmbeddingBag(a["tag_size"], d, mode="mean", padding_idx=0)
+        self.image_proj = nn.Linear(a["image_dim"], d) if a["image_dim"] else None
+        self.norm = nn.LayerNorm(d)
+        nn.init.normal_(self.id_emb.weight, std=0.02)
+        for e in [*self.cat_emb, self.title_bag, self.tag_bag]:
+            nn.init.normal_(e.weight, std=0.02)
+        with torch.no_grad():
+            self.id_emb.weight[0].zero_()
+        # feature bank of the training catalogue (row = item_idx); filled by set_bank()
+        V, T, G = self.n_items, a["title_len"], a["tags_len"]
+        self.register_buffer("cat", torch.zeros(V, len(self.cat_sizes), dtype=torch.long))   # (V, F)
+        self.register_buffer("num", torch.zeros(V, a["n_num"]))                               # (V, M)
+        self.register_buffer("title", torch.zeros(V, T, dtype=torch.long))                   # (V, T)
+        self.register_buffer("tags", torch.zeros(V, G, dtype=torch.long))                    # (V, G)
+        self.register_buffer("image", torch.zeros(V, a["image_dim"]))                         # (V, D)
+        self.register_buffer("has_image", torch.zeros(V))                                     # (V,)
+
+    def set_bank(self, bank: dict) -> None:
+        """Copy the catalogue's content (numpy arrays from data.ItemBank.arrays()) into the buffers."""
+        for k in BANK_KEYS:
+            getattr(self, k).copy_(torch.as_tensor(bank[k]))
+
+    def gather(self, idx: torch.Tensor) -> dict:
+        """Content of items by index from the bank; indices beyond it get empty content."""
+        flat = idx.reshape(-1)
+        known = flat < self.n_items
+        safe = torch.where(known, flat, torch.zeros_like(flat))
+        out = {"item_idx": flat}
+        for k in BANK_KEYS:
+            v = getattr(self, k)[safe]
+            mask = known.view(-1, *([1] * (v.dim() - 1)))
+            out[k] = v * mask.to(v.dtype)
+        return out
+
+    def id_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Row of the id table: the item's own below n_items, else (or under id dropout) a hash bucket."""
+        bucket = self.n_items + hash_bucket(idx, self.id_buckets)
+        unseen = idx >= self.n_items
+        if self.training and self.id_dropout > 0:
+            unseen = unseen | ((torch.rand(idx.shape, device=idx.device) < self.id_dropout) & (idx > 2))
+        return torch.where(unseen, bucket, idx.long())
+
+    def forward(self, f: dict) -> torch.Tensor:
+        """Item vectors from a content dict (keys item_idx + BANK_KEYS, first dim N) -> (N, d)."""
+        x = self.id_emb(self.id_rows(f["item_idx"]))                                   # (N, d)
+        cat = f["cat"]
+        for j, emb in enumerate(self.cat_emb):
+            c = cat[:, j]
+            x = x + emb(torch.where(c >= emb.num_embeddings, torch.full_like(c, OOV), c))
+        if self.num_proj is not None:
+            x = x + self.num_proj(f["num"])                                             # (N, d)
+        title = f["title"] % self.title_bag.num_embeddings
+        x = x + self.title_bag(title)                                                   # (N, d); empty bag -> 0
+        tags = f["tags"]
+        x = x + self.tag_bag(torch.where(tags >= self.tag_bag.num_embeddings, torch.full_like(tags, OOV), tags))
+        if self.image_proj is not None:
+            x = x + self.image_proj(f["image"]) * f["has_image"][:, None]
+        return self.norm(x)                                                             # (N, d)
+
+    def embed_idx(self, idx: torch.Tensor) -> torch.Tensor:
+        """Vectors of items given by index (any shape S) -> (*S, d)."""
+        return self.forward(self.gather(idx)).view(*idx.shape, -1)

@@ -1,0 +1,308 @@
+"""``guim publish``: gold embeddings -> Feast (offline + online) and the item ANN index (issue 4, items 2-3).
+
+Steps: pick the model version (``--model-version``, default: the newest exported snapshot);
+write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the project's
+``feature_repo/``, ``feature_store.yaml`` rendered from ``cfg.publish``, ``guim_model.json`` with
+K and d read from the exported vectors); refresh the offline sources (file store: Parquet
+snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
+Delta tables); Feast apply; materialize the newest snapshot of that version into the online
+store (fast vectorised write, see online.py, or Feast's ``materialize_incremental``); build the
+HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
+model's MLflow run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuimError
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "feature_repo"
+USER_VIEW, ITEM_VIEW, SERVICE = "user_interests", "item_embedding", "guim_embeddings_v1"
+MODEL_NAME = "guim"
+
+
+def repo_dir(cfg) -> Path:
+    return Path(cfg.resolve(cfg.paths.feature_repo))
+
+
+def ann_dir(cfg) -> Path:
+    return Path(cfg.resolve("ann"))
+
+
+# -- reading the gold tables (delta-rs, no Spark) -------------------------------------------
+def read_gold(cfg, name: str):
+    """The whole gold table ``name`` as a pyarrow Table (clear error when it was never written)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(cfg.table(name)).to_pyarrow_table()
+    except TableNotFoundError:
+        raise GuimError(f"gold table {name} not found at {cfg.table(name)}: run `guim embed` first") from None
+
+
+def latest_snapshot(table, key: str, model_version: str):
+    """Rows of ``model_version``, newest event_timestamp per ``key``."""
+    import pyarrow.compute as pc
+
+    t = table.filter(pc.equal(table["model_version"], model_version))
+    if t.num_rows == 0:
+        versions = sorted(set(table["model_version"].to_pylist()))
+        raise GuimError(f"model version {model_version!r} was not exported (exported: {versions})")
+    ts = t["event_timestamp"].cast("int64").to_numpy()
+    keys = t[key].to_numpy(zero_copy_only=False).astype(str)
+    order = np.lexsort((ts, keys))                      # by key, then time: the last of each key wins
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = keys[order][1:] != keys[order][:-1]
+    return t.take(order[last])
+
+
+def matrix(column, inner: int | None = None) -> np.ndarray:
+    """A list<float> column -> (N, d) or a list<list<float>> column -> (N, K, d) float32."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n, depth, flat = len(col), 0, col
+    while pa.types.is_list(flat.type) or pa.types.is_large_list(flat.type):
+        flat, depth = pc.list_flatten(flat), depth + 1
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32)
+    if depth == 1:
+        return values.reshape(n, -1)                                         # (N, d)
+    k = len(col[0]) if n else 0
+    return values.reshape(n, k, -1)                                          # (N, K, d)
+
+
+def choose_version(users, requested: str | None) -> str:
+    if requested:
+        return str(requested)
+    if users.num_rows == 0:
+        raise GuimError("gold table user_embeddings is empty: run `guim embed` first")
+    import pyarrow.compute as pc
+
+    newest = pc.max(users["event_timestamp"])
+    return users.filter(pc.equal(users["event_timestamp"], newest))["model_version"][0].as_py()
+
+
+# -- the Feast repository -----------------------------------------------------------------------
+def store_yaml(cfg) -> dict:
+    """feature_store.yaml of the workspace from cfg.publish (paths relative to the repo folder)."""
+    p = cfg.publish
+    doc = {"project": p.project, "registry": "data/registry.db", "provider": "local",
+           "entity_key_serialization_version": 3, "auth": {"type": "no_auth"}}
+    if p.online_store == "sqlite":
+        doc["online_store"] = {"type": "sqlite", "path": "data/online_store.db"}
+    elif p.online_store == "redis":
+        doc["online_store"] = {"type": "redis", "connection_string": p.redis}
+    else:
+        raise GuimError(f"publish.online_store={p.online_store!r}: expected sqlite or redis")
+    if p.offline_store == "file":
+        doc["offline_store"] = {"type": "file"}
+    elif p.offline_store == "spark":
+        conf = {"spark.master": cfg.spark.master, "spark.sql.session.timeZone": "UTC",
+                "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+                "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
+        if cfg.spark.delta_package:
+            conf["spark.jars.packages"] = cfg.spark.delta_package
+        conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
+        doc["offline_store"] = {"type": "spark", "spark_conf": conf}
+    else:
+        raise GuimError(f"publish.offline_store={p.offline_store!r}: expected file or spark")
+    return doc
+
+
+def spark_query(cfg, name: str, k: int) -> str:
+    """Spark SQL over the gold Delta table, with the K interests as K columns (Feast lists are flat)."""
+    if name == "user_embeddings":
+        cols = ", ".join(f"interests[{i}] AS interest_{i}" for i in range(k))
+        return (f"SELECT user_id, {cols}, weights, model_version, event_timestamp "
+                f"FROM delta.`{cfg.table(name)}`")
+    return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}`"
+
+
+def user_columns(users, k: int):
+    """Gold user rows -> Feast columns: user_id, interest_0..interest_{K-1}, weights, model_version, ts (us)."""
+    import pyarrow as pa
+
+    inter = matrix(users["interests"])                                       # (N, K, d)
+    cols = {"user_id": users["user_id"]}
+    for i in range(k):
+        cols[f"interest_{i}"] = pa.array(list(inter[:, i, :]), type=pa.list_(pa.float32()))
+    cols["weights"] = users["weights"].cast(pa.list_(pa.float32()))
+    cols["model_version"] = users["model_version"]
+    cols["event_timestamp"] = users["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))
+    return pa.table(cols)
+
+
+def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> Path:
+    """Write the Feast repo into the workspace and refresh its offline sources."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    repo = repo_dir(cfg)
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    if not (TEMPLATE / "feature_definitions.py").exists():
+        raise GuimError(f"Feast definitions not found at {TEMPLATE}/feature_definitions.py (install the project "
+                        "from its source folder: pip install -e .)")
+    shutil.copyfile(TEMPLATE / "feature_definitions.py", repo / "feature_definitions.py")
+    (repo / "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
+                                            + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
+    if cfg.publish.offline_store == "spark":
+        sources = {n: spark_query(cfg, n, k) for n in ("user_embeddings", "item_embeddings")}
+    else:
+        sources = {"user_embeddings": str(repo / "data" / "user_embeddings.parquet"),
+                   "item_embeddings": str(repo / "data" / "item_embeddings.parquet")}
+        pq.write_table(user_columns(users, k), sources["user_embeddings"])
+        item_cols = items.select(["item_id", "vector", "model_version", "event_timestamp"])
+        item_cols = item_cols.set_column(1, "vector", item_cols["vector"].cast(pa.list_(pa.float32())))
+        item_cols = item_cols.set_column(3, "event_timestamp",
+                                         item_cols["event_timestamp"].cast(pa.timestamp("us", tz="UTC")))
+        pq.write_table(item_cols, sources["item_embeddings"])
+    meta = {"K": k, "d": d, "model_version": model_version, "offline_store": cfg.publish.offline_store,
+            "sources": sources}
+    (repo / "guim_model.json").write_text(json.dumps(meta, indent=1))
+    return repo
+
+
+def feast_apply(repo: Path):
+    """Import the definitions file (fresh) and ``FeatureStore.apply`` its objects; returns the store."""
+    import importlib.util
+
+    from feast import Entity, FeatureService, FeatureStore, FeatureView
+
+    spec = importlib.util.spec_from_file_location("guim_feature_definitions", repo / "feature_definitions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    objects = [v for v in vars(module).values() if isinstance(v, (Entity, FeatureView, FeatureService))]
+    store = FeatureStore(repo_path=str(repo))
+    store.apply(objects)
+    return store
+
+
+# -- online materialization -----------------------------------------------------------------------
+def materialize(cfg, store, users, items, k: int, progress=None) -> dict:
+    """Newest snapshot rows -> online store; returns {view: rows} and the user rows/s."""
+    from . import online
+
+    if cfg.publish.materialize == "feast":
+        t0 = time.perf_counter()
+        store.materialize_incremental(end_date=datetime.now(timezone.utc) + timedelta(seconds=1))
+        return {"seconds": time.perf_counter() - t0, USER_VIEW: users.num_rows, ITEM_VIEW: items.num_rows}
+    if cfg.publish.materialize != "fast":
+        raise GuimError(f"publish.materialize={cfg.publish.materialize!r}: expected fast or feast")
+    t0 = time.perf_counter()
+    n_users = write_users(store, users, k, progress)
+    user_s = time.perf_counter() - t0
+    vec = matrix(items["vector"])                                            # (M, d)
+    online.write_view(store, ITEM_VIEW, "item_id", items["item_id"].to_pylist(),
+                      {"vector": online.encode_float_lists(vec),
+                       "model_version": _strings(items["model_version"])}, _times(items), progress)
+    for view, t in ((USER_VIEW, users), (ITEM_VIEW, items)):
+        ts = t["event_timestamp"].to_pylist()
+        online.record_interval(store, view, _utc(min(ts)), _utc(max(ts)) + timedelta(microseconds=1))
+    return {"seconds": time.perf_counter() - t0, USER_VIEW: n_users, ITEM_VIEW: items.num_rows,
+            "user_rows_per_s": n_users / max(user_s, 1e-9)}
+
+
+def write_users(store, users, k: int, progress=None) -> int:
+    """Vectorised write of gold user rows (one per user) into the online user view."""
+    from . import online
+
+    inter = matrix(users["interests"])                                       # (N, K, d)
+    if inter.shape[1] != k:
+        raise GuimError(f"user vectors have K={inter.shape[1]} interests, the feature view K={k}")
+    values = {f"interest_{i}": online.encode_float_lists(inter[:, i, :]) for i in range(k)}
+    values["weights"] = online.encode_float_lists(matrix(users["weights"]))  # (N, K)
+    values["model_version"] = _strings(users["model_version"])
+    return online.write_view(store, USER_VIEW, "user_id", users["user_id"].to_pylist(), values,
+                             _times(users), progress)
+
+
+def _strings(column) -> list[bytes]:
+    from . import online
+
+    cache: dict = {}
+    return [cache.get(s) or cache.setdefault(s, online.encode_string(s)) for s in column.to_pylist()]
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _times(table) -> list[datetime]:
+    return [_utc(t) for t in table["event_timestamp"].to_pylist()]
+
+
+# -- popularity fallback, MLflow -------------------------------------------------------------------
+def popular_items(cfg, n: int) -> list[str]:
+    """The ``n`` most frequent items of bronze ``events`` (empty when there is no events table)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        ev = DeltaTable(cfg.table("events")).to_pyarrow_table(columns=["item_id"])
+    except TableNotFoundError:
+        return []
+    counts = ev.group_by("item_id").aggregate([("item_id", "count")]).sort_by([("item_id_count", "descending")])
+    return counts["item_id"].slice(0, n).to_pylist()
+
+
+def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
+    """Log the index folder to the MLflow run that produced ``model_version``; returns the run id or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    version = str(model_version).split("/")[-1]
+    try:
+        client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri)
+        run_id = client.get_model_version(MODEL_NAME, version).run_id
+        for f in (folder / name for name in ("meta.json", "items.npy", "index.faiss")):
+            client.log_artifact(run_id, str(f), artifact_path=f"ann_index/{version}")
+        return run_id
+    except MlflowException:
+        return None
+
+
+def run(cfg, args) -> int:
+    """CLI entry: ``guim publish [--model-version V]``."""
+    from tqdm import tqdm
+
+    from .ann import ItemIndex
+
+    t0 = time.perf_counter()
+    if cfg.publish.offline_store == "spark":
+        from .spark import get_spark
+
+        get_spark(cfg.spark)  # Feast's Spark store reuses the active session (Delta configured)
+    users_all, items_all = read_gold(cfg, "user_embeddings"), read_gold(cfg, "item_embeddings")
+    version = choose_version(users_all, getattr(args, "model_version", None))
+    users = latest_snapshot(users_all, "user_id", version)
+    items = latest_snapshot(items_all, "item_id", version)
+    inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)
+    k, d = int(inter.shape[1]), int(inter.shape[2])
+    repo = write_repo(cfg, k, d, version, users_all, items_all)
+    store = feast_apply(repo)
+    with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
+        counts = materialize(cfg, store, users, items, k, bar.update)
+    index = ItemIndex.build(items["item_id"].to_pylist(), matrix(items["vector"]), version,
+                            cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
+                            K=k, popular=popular_items(cfg, cfg.publish.popular))
+    folder = index.save(ann_dir(cfg))
+    run_id = log_to_mlflow(cfg, version, folder)
+    rate = counts.get("user_rows_per_s")
+    print(f"published model version {version}: K={k}, d={d}\n"
+          f"  feast repo      {repo} (online: {cfg.publish.online_store}, offline: {cfg.publish.offline_store})\n"
+          f"  online rows     {counts[USER_VIEW]} users, {counts[ITEM_VIEW]} items"
+          + (f" ({rate:,.0f} user rows/s)" if rate else "") + "\n"
+          f"  offline history {users_all.num_rows} user rows, {items_all.num_rows} item rows\n"
+          f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
+          + (f", logged to MLflow run {run_id}" if run_id else "") + "\n"
+          f"  took {time.perf_counter() - t0:.1f}s")
+    return 0
