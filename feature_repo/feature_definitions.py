@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, String
 
 # Written by `guim publish`: {"K", "d", "model_version", "offline_store", "sources": {...}}
@@ -20,8 +20,8 @@ _MODEL = json.loads((Path(os.environ.get("GUIM_MODEL_JSON", Path(__file__).with_
 K: int = _MODEL["K"]
 D: int = _MODEL["d"]
 
-user = Entity(name="user", join_keys=["user_id"], description="A user of the behaviour log")
-item = Entity(name="item", join_keys=["item_id"], description="An item of the catalogue")
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user of the behaviour log")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item of the catalogue")
 
 
 def _source(name: str):

@@ -108,9 +108,8 @@ class PublishConfig:
     ann_ef_construction: int = opt(80, "HNSW efConstruction (build quality)")
     ann_ef_search: int = opt(64, "HNSW efSearch (query quality vs latency)")
     candidates: int = opt(0, "Candidates searched per interest; 0 = k (the number of items asked for)")
-    score: str = opt("max", "Merge rule of a user-item score over interests: max (max_k u_k.v) | "
-                            "softmax (tau * log sum_k w_k exp(u_k.v / tau))")
-    tau: float = opt(0.1, "score=softmax: temperature")
+    score: str = opt("model", "How candidates of the K interests merge: model (the rule it was trained with) | "
+                              "max (max_k u_k.v) | lse (log sum_k w_k exp(u_k.v))")
     popular: int = opt(100, "Popular items kept with the index, shown (flagged) for users the online store lacks")
 
 
@@ -126,8 +125,10 @@ class TrainConfig:
     id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
     score: str = opt("max", "User-item score over the K interests: max | lse (weight-weighted log-sum-exp)")
-    normalize: bool = opt(False, "Score by cosine (L2-normalised vectors) instead of the dot product")
-    temperature: float = opt(1.0, "InfoNCE temperature (dot product: 1.0; cosine: ~0.05)")
+    train_score: str = opt("route", "Training logits: route (each target trains the interest closest to it, "
+                                    "cost of K = 1; weights learn to predict that interest) | exact (`score`)")
+    normalize: bool = opt(True, "Score by cosine (L2-normalised vectors) instead of the dot product")
+    temperature: float = opt(0.1, "InfoNCE temperature (cosine: ~0.05-0.1; dot product: 1.0)")
     learn_temperature: bool = opt(False, "Learn the temperature (initialised at `temperature`)")
     # -- objective -------------------------------------------------------------------------
     next_weight: float = opt(1.0, "Weight of next-item prediction (causal attention, every position)")
@@ -146,7 +147,7 @@ class TrainConfig:
     patience: int = opt(5, "Early stopping: epochs without a better valid NDCG@20")
     lr: float = opt(1e-3, "AdamW peak learning rate")
     weight_decay: float = opt(0.01, "AdamW weight decay (matrices only; not embeddings, norms, biases)")
-    warmup_steps: int = opt(100, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
+    warmup_steps: int = opt(50, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
     eval_batch_size: int = opt(512, "Users per batch during valid/test full ranking")
     shuffle_buffer: int = opt(20000, "Streaming loader: windows held in the shuffle buffer")
@@ -175,11 +176,11 @@ class BenchConfig:
     min_class_size: int = opt(5, "Probe labels with fewer examples are dropped (or the probe skipped)")
     neighbours: int = opt(10, "similar_items: neighbours per item (precision@N)")
     coverage_k: int = opt(50, "interest_coverage: size of the recommended list")
-    item2vec_window: int = opt(5, "item2vec: skip-gram window")
-    item2vec_epochs: int = opt(10, "item2vec: passes over the sequences")
-    item2vec_sample: float = opt(0.001, "item2vec: down-sampling threshold of frequent items")
+    item2vec_window: int = opt(10, "item2vec: skip-gram window")
+    item2vec_epochs: int = opt(30, "item2vec: passes over the sequences")
+    item2vec_sample: float = opt(0.0001, "item2vec: down-sampling threshold of frequent items")
     item2vec_ns_exponent: float = opt(0.75, "item2vec: exponent of the negative-sampling distribution")
-    item2vec_recent: int = opt(20, "item2vec: a user is the mean of this many most recent items")
+    item2vec_recent: int = opt(5, "item2vec: a user is the mean of this many most recent items")
     als_rank: int = opt(64, "ALS: number of factors")
     als_reg: float = opt(0.05, "ALS: regParam (scaled by the user's item count, as Spark does)")
     als_alpha: float = opt(10.0, "ALS: implicit confidence alpha")
@@ -198,7 +199,7 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class PromoteConfig:
-    model_name: str = opt("guim", "Registered model whose aliases are moved")
+    model_name: str = opt("", "Registered model whose aliases are moved; empty = train.model_name")
     challenger: str = opt("challenger", "Alias of the candidate version")
     champion: str = opt("champion", "Alias moved to the candidate when the gate passes")
     primary_metric: str = opt("next_item.recall@20", "Metric the challenger must match or beat (task.metric)")

@@ -126,12 +126,12 @@ def _write_sqlite(store, view, keys, values, event_ts, progress) -> None:
         raise GuimError(f"online table {table} has unexpected columns {extra}; use --set publish.materialize=feast")
     # value_text holds the text of string features (as Feast's extract_text_and_num does).
     text = {f.name: f.dtype.to_value_type().name == "STRING" for f in view.features}
-    created = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ")
+    created = _sqlite_epochs([datetime.now(timezone.utc)])[0]
     sql = (f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
            "created_ts = excluded.created_ts")
-    ts_text = _naive_iso(event_ts)
+    ts_text = _sqlite_epochs(event_ts)
     names = list(values)
     texts = {n: _string_texts(values[n]) if text.get(n) else None for n in names}
     for start in range(0, len(keys), CHUNK):
@@ -186,14 +186,15 @@ def redis_error(connection_string: str, e: Exception) -> Exception:
     return e
 
 
-def _naive_iso(ts: Sequence[datetime]) -> list[str]:
-    """Feast stores naive-UTC timestamps in SQLite, as Python's sqlite3 adapter writes them."""
-    cache: dict[datetime, str] = {}
+def _sqlite_epochs(ts: Sequence[datetime]) -> list[int]:
+    """Feast 0.67's SQLite adapter stores ``int(to_naive_utc(ts).timestamp())`` (whole seconds)."""
+    cache: dict[datetime, int] = {}
     out = []
     for t in ts:
         s = cache.get(t)
         if s is None:
-            s = cache[t] = (t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t).isoformat(" ")
+            naive = t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+            s = cache[t] = int(naive.timestamp())
         out.append(s)
     return out
 

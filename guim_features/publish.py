@@ -254,17 +254,49 @@ def popular_items(cfg, n: int) -> list[str]:
     return counts["item_id"].slice(0, n).to_pylist()
 
 
-def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
-    """Log the index folder to the MLflow run that produced ``model_version``; returns the run id or None."""
+def _client(cfg):
+    """An MLflow client, or None when the workspace has no tracking store yet (nothing to look up)."""
+    uri = cfg.mlflow_uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None
     import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def model_name(cfg) -> str:
+    train = getattr(cfg, "train", None)
+    return getattr(train, "model_name", "guim")
+
+
+def score_rule(cfg, model_version: str) -> str:
+    """publish.score, or with ``model`` the rule the model was trained with (tag ``score`` set by embed)."""
+    rule = cfg.publish.score
+    if rule in ("max", "lse"):
+        return rule
+    if rule != "model":
+        raise GuimError(f"publish.score={rule!r}: expected model, max or lse")
     from mlflow.exceptions import MlflowException
 
-    version = str(model_version).split("/")[-1]
+    client = _client(cfg)
     try:
-        client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri)
-        run_id = client.get_model_version(MODEL_NAME, version).run_id
-        for f in (folder / name for name in ("meta.json", "items.npy", "index.faiss")):
-            client.log_artifact(run_id, str(f), artifact_path=f"ann_index/{version}")
+        tags = client.get_model_version(model_name(cfg), str(model_version)).tags if client else {}
+    except MlflowException:
+        tags = {}
+    return tags.get("score", "max")
+
+
+def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
+    """Log the index folder to the MLflow run that produced ``model_version``; returns the run id or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(cfg)
+    if client is None:
+        return None
+    try:
+        run_id = client.get_model_version(model_name(cfg), str(model_version)).run_id
+        for name in ("meta.json", "items.npy", "index.faiss"):
+            client.log_artifact(run_id, str(folder / name), artifact_path=f"ann_index/v{model_version}")
         return run_id
     except MlflowException:
         return None
@@ -288,12 +320,19 @@ def run(cfg, args) -> int:
     inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)
     k, d = int(inter.shape[1]), int(inter.shape[2])
     repo = write_repo(cfg, k, d, version, users_all, items_all)
-    store = feast_apply(repo)
-    with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
-        counts = materialize(cfg, store, users, items, k, bar.update)
+    try:
+        store = feast_apply(repo)
+        with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
+            counts = materialize(cfg, store, users, items, k, bar.update)
+    except Exception as e:
+        if cfg.publish.online_store != "redis":
+            raise
+        from .online import redis_error
+
+        raise redis_error(cfg.publish.redis, e) from None
     index = ItemIndex.build(items["item_id"].to_pylist(), matrix(items["vector"]), version,
                             cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
-                            K=k, popular=popular_items(cfg, cfg.publish.popular))
+                            K=k, score=score_rule(cfg, version), popular=popular_items(cfg, cfg.publish.popular))
     folder = index.save(ann_dir(cfg))
     run_id = log_to_mlflow(cfg, version, folder)
     rate = counts.get("user_rows_per_s")

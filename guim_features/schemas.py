@@ -18,9 +18,9 @@ TRAIN, VALID, TEST = 0, 1, 2
 SCHEMAS: dict[str, str] = {
     # -- bronze ---------------------------------------------------------------------------
     # One behaviour. event_id = sha1 of (user_id, item_id, behavior, ts): the merge key that
-    # makes re-ingesting the same input a no-op.
+    # makes re-ingesting the same input a no-op. ord: position in the input (breaks ties of ts).
     "events": "event_id STRING, user_id STRING, item_id STRING, behavior STRING, ts TIMESTAMP, "
-              "source STRING",
+              "ord LONG, source STRING",
     # One item with its structured multi-modal content; fields a source lacks are null.
     "items": "item_id STRING, category STRING, brand STRING, shop STRING, price DOUBLE, year INT, "
              "title STRING, tags ARRAY<STRING>, image ARRAY<FLOAT>, source STRING",

@@ -18,13 +18,17 @@ from ..schemas import FIRST_ITEM_INDEX, TEST, TRAIN, VALID
 NEEDED = ("item_index", "user_sequences", "labels_users", "labels_items", "labels_future")
 
 
-def read_table(location: str, name: str):
-    """A Delta table as a pandas DataFrame; a missing table raises a GuimError naming the fix."""
+def read_table(location: str, name: str, versions: dict | None = None):
+    """A Delta table as a pandas DataFrame (its version noted in ``versions``); a missing table
+    raises a GuimError naming the fix."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(location).to_pyarrow_table().to_pandas()
+        table = DeltaTable(location)
+        if versions is not None:
+            versions[name] = table.version()
+        return table.to_pyarrow_table().to_pandas()
     except TableNotFoundError:
         raise GuimError(f"silver table {name!r} not found at {location}; run `guim ingest` and "
                         f"`guim sequences` in this workspace first") from None
@@ -42,17 +46,21 @@ class BenchData:
     labels_future: object                # pandas DataFrame (labels_future)
     behaviors: list = field(default_factory=list)  # behaviour names; code c is behaviors[c - 1]
     item_features: object = None         # pandas DataFrame (item_features) or None
+    fingerprint: str = ""                # Delta versions of the tables read, e.g. "user_sequences@3,..."
 
     @classmethod
     def load(cls, cfg) -> "BenchData":
         """Read the silver tables of ``cfg``'s workspace."""
-        t = {n: read_table(cfg.table(n), n) for n in NEEDED}
+        versions: dict = {}
+        t = {n: read_table(cfg.table(n), n, versions) for n in NEEDED}
         try:
-            feats = read_table(cfg.table("item_features"), "item_features")
+            feats = read_table(cfg.table("item_features"), "item_features", versions)
         except GuimError:
             feats = None
-        return cls.from_frames(t["item_index"], t["user_sequences"], t["labels_users"],
+        data = cls.from_frames(t["item_index"], t["user_sequences"], t["labels_users"],
                                t["labels_items"], t["labels_future"], list(cfg.ingest.behaviors), feats)
+        data.fingerprint = cfg.table("") + " " + ",".join(f"{k}@{v}" for k, v in sorted(versions.items()))
+        return data
 
     @classmethod
     def from_frames(cls, item_index, user_sequences, labels_users, labels_items, labels_future,

@@ -63,7 +63,7 @@ def generate(users: int = 2000, items: int = 1000, events_per_user: int = 60, ca
              in zip(item_cat.tolist(), words.tolist(), brand.tolist(), generic.tolist())]
     n_tags = rng.integers(1, 4, size=items)
     tag_pool = rng.integers(0, 5, size=(items, 3))
-    tags = [[f"t{c}_{t}" for t in row[:n]] + (["sale"] if s else [])
+    tags = [[f"t{c}_{t}" for t in dict.fromkeys(row[:n])] + (["sale"] if s else [])
             for c, row, n, s in zip(item_cat.tolist(), tag_pool.tolist(), n_tags.tolist(),
                                     (rng.random(items) < 0.1).tolist())]
     # popularity within category (Zipf), as a cumulative table over the sorted items

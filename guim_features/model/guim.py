@@ -33,12 +33,13 @@ from ..schemas import FIRST_ITEM_INDEX, MASK
 from .towers import ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
-HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "score", "normalize",
+HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "score", "train_score",
+         "normalize",
          "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
-CHOICES = {"score": ("max", "lse"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
+CHOICES = {"score": ("max", "lse"), "train_score": ("route", "exact"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
 
 
 def model_args(train_cfg, sizes: dict) -> dict:
@@ -64,7 +65,7 @@ def check_args(a: dict) -> dict:
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block; ``allowed`` (B, 1, L, L) says which keys each query may see."""
+    """Pre-LN Transformer block; ``bias`` (B, 1, L, L) is 0 where a query may see a key, else -inf."""
 
     def __init__(self, d: int, heads: int, p: float):
         super().__init__()
@@ -74,10 +75,10 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
         self.drop = nn.Dropout(p)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         B, L, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                            dropout_p=self.p if self.training else 0.0)  # (B, H, L, d/H)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
         return x + self.drop(self.ff(self.ln2(x)))
@@ -97,10 +98,13 @@ class InterestMixture(nn.Module):
         """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
         queries (None = all L). Returns interests (B, T, K, d) and weights (B, T, K)."""
         hq = h if rows is None else h[:, rows]                                 # (B, T, d)
-        q = self.queries[None, None] + self.q(hq)[:, :, None]                  # (B, T, K, d)
-        att = torch.einsum("btkd,bsd->btks", q, self.k(h)) / math.sqrt(h.shape[-1])  # (B, T, K, L)
-        att = att.masked_fill(~allowed[:, :, None], float("-inf")).softmax(-1)
-        o = torch.einsum("btks,bsd->btkd", att, self.v(h))                     # (B, T, K, d)
+        B, T, d = hq.shape
+        K = self.queries.shape[0]
+        q = (self.queries[None, None] + self.q(hq)[:, :, None]).view(B, T * K, d)   # (B, T*K, d)
+        att = torch.bmm(q, self.k(h).transpose(1, 2)) / math.sqrt(d)         # (B, T*K, L)
+        bias = torch.zeros(allowed.shape, dtype=att.dtype, device=att.device).masked_fill(~allowed, float("-inf"))
+        att = (att.view(B, T, K, -1) + bias[:, :, None]).softmax(-1).view(B, T * K, -1)
+        o = torch.bmm(att, self.v(h)).view(B, T, K, d)                         # (B, T, K, d)
         interests = self.norm(hq[:, :, None] + self.drop(self.o(o)))          # (B, T, K, d)
         weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
         return interests, weights
@@ -160,8 +164,12 @@ class GUIM(nn.Module):
         parts, total = {}, 0.0
         inp, tgt = items[:, :-1], items[:, 1:]                                  # (B, L), (B, L)
         cache: dict = {}
+        if self._full_catalogue():   # embed the catalogue once; inputs and candidates index into it
+            cache["table"] = self.tower.embed_idx(torch.arange(a["n_items"], device=items.device))  # (V, d)
+            cache["all"] = cache["table"][FIRST_ITEM_INDEX:]
         if a["next_weight"] > 0:
-            h, valid = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True)
+            h, valid = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True,
+                                   table=cache.get("table"))
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
@@ -177,7 +185,7 @@ class GUIM(nn.Module):
             rand_items = torch.randint(FIRST_ITEM_INDEX, a["n_items"], seq.shape, device=seq.device)
             masked = torch.where(pick & (r < 0.8), torch.full_like(seq, MASK), seq)
             masked = torch.where(pick & (r >= 0.8) & (r < 0.9), rand_items, masked)
-            h, _ = self.encode(masked, beh, gaps, causal=False)                 # (B, L, d)
+            h, _ = self.encode(masked, beh, gaps, causal=False, table=cache.get("table"))  # (B, L, d)
             if pick.any():
                 hp = h[pick][:, None]                                           # (P, 1, d)
                 parts["mlm"] = self._infonce(hp, torch.ones_like(hp[..., 0]), seq[pick], cache)
@@ -186,9 +194,14 @@ class GUIM(nn.Module):
             raise GuimError("train.next_weight and train.mlm_weight are both 0: nothing to learn")
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    def forward(self, batch: dict):
+        """= loss(batch), so DistributedDataParallel can wrap the model."""
+        return self.loss(batch)
+
     # -- internals ------------------------------------------------------------------------
-    def encode(self, item_idx, behavior, gaps, causal: bool):
-        """(B, L) ints -> hidden states (B, L, d) and the mask of real positions (B, L)."""
+    def encode(self, item_idx, behavior, gaps, causal: bool, table: torch.Tensor | None = None):
+        """(B, L) ints -> hidden states (B, L, d) and the mask of real positions (B, L).
+        ``table``: precomputed vectors of the whole catalogue (V, d), used instead of the tower."""
         B, L = item_idx.shape
         if L > self.args["max_len"]:
             m = self.args["max_len"]
@@ -198,22 +211,23 @@ class GUIM(nn.Module):
         pos = torch.arange(self.args["max_len"] - L, self.args["max_len"], device=item_idx.device)
         gaps = gaps.clamp(0, self.args["gap_buckets"])
         behavior = behavior.clamp(0, self.args["n_behaviors"])
-        x = self.tower.embed_idx(item_idx) * valid[..., None]                   # (B, L, d)
+        x = self.tower.embed_idx(item_idx) if table is None else table[item_idx]   # (B, L, d)
+        x = x * valid[..., None]
         x = x + self.beh_emb(behavior) + self.gap_emb(gaps) + self.pos_emb(pos)[None]
         x = self.drop(self.in_norm(x))
         keys = valid[:, None, :]                                                # (B, 1, L)
         if causal:
             keys = keys & torch.tril(torch.ones(L, L, dtype=torch.bool, device=x.device))[None]
         allowed = (keys | torch.eye(L, dtype=torch.bool, device=x.device)[None])[:, None]  # (B, 1, L, L)
+        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))
         for blk in self.blocks:
-            x = blk(x, allowed)
+            x = blk(x, bias)     # an additive float mask takes SDPA's fused CPU kernel (3x the bool path)
         return self.out_norm(x), valid
 
     def _candidates(self, y: torch.Tensor, cache: dict):
         """Candidate items for targets y (P,): (vectors (N, d), labels (P,), log-Q (N,))."""
         a, V, dev = self.args, self.args["n_items"], y.device
-        full = a["negatives"] == "all" or (a["negatives"] == "auto" and V <= a["full_catalogue_max"])
-        if full:
+        if self._full_catalogue():
             if "all" not in cache:
                 cache["all"] = self.catalogue()                                 # (V - 3, d)
             return cache["all"], y - FIRST_ITEM_INDEX, None
@@ -229,10 +243,24 @@ class GUIM(nn.Module):
         logq = torch.log(y.numel() * p_pop + a["num_negatives"] * q[cand] + 1e-9)   # expected count (N,)
         return self.tower.embed_idx(cand), torch.searchsorted(cand, y), logq
 
+    def _full_catalogue(self) -> bool:
+        a = self.args
+        return a["negatives"] == "all" or (a["negatives"] == "auto" and a["n_items"] <= a["full_catalogue_max"])
+
     def _infonce(self, interests, weights, y, cache) -> torch.Tensor:
         """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar."""
         vecs, labels, logq = self._candidates(y, cache)
+        aux = 0.0
+        if interests.shape[1] > 1 and self.args["train_score"] == "route":
+            with torch.no_grad():   # label-aware routing (ComiRec, Cen et al. 2020): the interest nearest the target
+                t = vecs[labels].detach()                                     # (P, d)
+                if self.args["normalize"]:
+                    t = F.normalize(t, dim=-1)
+                k = torch.einsum("pkd,pd->pk", F.normalize(interests, dim=-1) if self.args["normalize"]
+                                 else interests, t).argmax(-1)                # (P,)
+            interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
+            aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)   # weights predict the interest
         logits = self.score(interests, weights, vecs) / self.log_tau.exp()    # (P, N)
         if logq is not None:
             logits = logits - logq[None]
-        return F.cross_entropy(logits.float(), labels)
+        return F.cross_entropy(logits.float(), labels) + aux

@@ -97,4 +97,4 @@ class ItemTower(nn.Module):
 
     def embed_idx(self, idx: torch.Tensor) -> torch.Tensor:
         """Vectors of items given by index (any shape S) -> (*S, d)."""
-        return self.forward(self.gather(idx)).view(*idx.shape, -1)
+        return self(self.gather(idx)).view(*idx.shape, -1)

@@ -77,6 +77,7 @@ class Method:
     """A representation learner: ``embed(data, seed)`` -> :class:`Embeddings`."""
 
     name = "method"
+    seeded = True  # False: deterministic, run once whatever --seeds says
 
     def __init__(self, cfg):
         self.cfg = cfg            # the whole Config; bench settings in cfg.bench

@@ -57,6 +57,7 @@ class GuimModel(Method):
     irrelevant (the model is fixed)."""
 
     name = "model"
+    seeded = False  # a fixed model: one run whatever --seeds says
 
     def __init__(self, cfg, uri: str | None = None):
         super().__init__(cfg)

@@ -23,6 +23,7 @@ class Popularity(Method):
     same unit user vector for everyone (so user probes score at chance, by construction)."""
 
     name = "popularity"
+    seeded = False  # deterministic: one run whatever --seeds says
 
     def embed(self, data, seed: int) -> Embeddings:
         items = np.log1p(data.train_counts.astype(np.float32))[:, None]  # (V, 1)

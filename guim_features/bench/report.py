@@ -1,0 +1,132 @@
+"""The GUIM-Bench report (issue 5): Markdown table (tasks x methods, best in bold), JSON, PNG.
+
+Written to ``<reports>/bench-<UTC time>/`` (bench.md, bench.json, bench.png) and logged to
+MLflow: one run in experiment ``guim-bench`` with every mean as a metric and the files as
+artifacts; the benchmarked registered model version gets ``bench.<task>.<metric>`` tags.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+EXPERIMENT = "guim-bench"
+
+
+def _cell(r: dict, seeds: int) -> str:
+    return f"{r['mean']:.4f} ± {r['std']:.4f}" if seeds > 1 and len(r["values"]) > 1 else f"{r['mean']:.4f}"
+
+
+def markdown(report: dict) -> str:
+    """The tasks x methods table; the best mean of each row in bold; headline metrics marked *."""
+    methods, res, seeds = report["methods"], report["results"], report["seeds"]
+    lines = ["| task | metric | " + " | ".join(methods) + " |", "| --- | --- |" + " --- |" * len(methods)]
+    for task in report["tasks"]:
+        if task in report["skipped_tasks"] and not any(task in res[m] for m in methods):
+            lines.append(f"| {task} | skipped: {report['skipped_tasks'][task]} |" + " |" * len(methods))
+            continue
+        metrics = list(dict.fromkeys(k for m in methods for k in res[m].get(task, {})))
+        for k in metrics:
+            vals = {m: res[m][task][k] for m in methods if k in res[m].get(task, {})}
+            best = max(v["mean"] for v in vals.values())
+            cells = [("**" + _cell(vals[m], seeds) + "**" if vals[m]["mean"] == best else _cell(vals[m], seeds))
+                     if m in vals else "–" for m in methods]
+            star = " *" if report["headline"].get(task) == k else ""
+            lines.append(f"| {task} | {k}{star} | " + " | ".join(cells) + " |")
+    fit = report.get("fit_seconds", {})
+    lines.append("| (cost) | fit seconds | " + " | ".join(f"{fit.get(m, 0):.1f}" for m in methods) + " |")
+    notes = [f"\n`*` headline metric of the task (the promotion gate watches it). "
+             f"{'Mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'One seed'}; "
+             f"deterministic methods run once."]
+    for m, why in report["skipped_methods"].items():
+        notes.append(f"- method `{m}` skipped: {why}")
+    for t, why in report["skipped_tasks"].items():
+        notes.append(f"- task `{t}` skipped for some method: {why}")
+    return "\n".join(lines + notes) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    """Grouped bars: each task's headline metric per method, with the seed spread as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = [t for t in report["tasks"] if t in report["headline"]]
+    methods = report["methods"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(tasks)), 4.5))
+    width = 0.8 / max(len(methods), 1)
+    for j, m in enumerate(methods):
+        r = [report["results"][m].get(t, {}).get(report["headline"][t]) for t in tasks]
+        ax.bar(np.arange(len(tasks)) + j * width, [x["mean"] if x else 0 for x in r], width,
+               yerr=[x["std"] if x else 0 for x in r], label=m)
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{t}\n{report['headline'][t]}" for t in tasks], fontsize=7)
+    ax.set_ylabel("score (higher is better)")
+    ax.set_title("GUIM-Bench: headline metric per task")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, reports_dir: str) -> Path:
+    """Write bench.md, bench.json and bench.png into a new folder under ``reports_dir``."""
+    out = Path(reports_dir) / time.strftime("bench-%Y%m%d-%H%M%S", time.gmtime())
+    n = 1
+    while out.exists():
+        out, n = out.with_name(out.name.split("_")[0] + f"_{n}"), n + 1
+    out.mkdir(parents=True)
+    (out / "bench.md").write_text(markdown(report))
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    chart(report, out / "bench.png")
+    return out
+
+
+def version_of(client, uri: str):
+    """The ModelVersion a ``models:/name@alias`` or ``models:/name/version`` URI names, else None."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, version = ref.rsplit("/", 1)
+    return client.get_model_version(name, version)
+
+
+def log_to_mlflow(cfg, report: dict, folder: Path, model_uri: str | None) -> str:
+    """One MLflow run with the means and the files; tags on the benchmarked model version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from . import mlflow_key
+
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run() as run:
+        mlflow.log_params({"methods": ",".join(report["methods"]), "tasks": ",".join(report["tasks"]),
+                           "seeds": report["seeds"], "data": report.get("data", {}).get("fingerprint", "")[-500:]})
+        mlflow.log_metrics({mlflow_key(f"{m}.{t}.{k}"): v["mean"] for m, r in report["results"].items()
+                            for t, ms in r.items() for k, v in ms.items()})
+        mlflow.log_artifacts(str(folder), "bench")
+    if "model" in report["results"] and model_uri:
+        client = MlflowClient(cfg.mlflow_uri)
+        mv = version_of(client, model_uri)
+        if mv is not None:
+            tag_version(client, mv, report["results"]["model"], report.get("data", {}).get("fingerprint", ""),
+                        run.info.run_id)
+    return run.info.run_id
+
+
+def tag_version(client, mv, results: dict, fingerprint: str, run_id: str = "") -> None:
+    """Record ``{task: {metric: {"mean": v}}}`` on a model version as bench.<task>.<metric> tags."""
+    from . import mlflow_key
+
+    for t, ms in results.items():
+        for k, v in ms.items():
+            client.set_model_version_tag(mv.name, mv.version, mlflow_key(f"bench.{t}.{k}"), f"{v['mean']:.6f}")
+    client.set_model_version_tag(mv.name, mv.version, "bench.data", fingerprint[-5000:])
+    if run_id:
+        client.set_model_version_tag(mv.name, mv.version, "bench.run_id", run_id)

@@ -1,0 +1,122 @@
+"""``guim recommend USER_ID [-k 20]`` and :class:`Recommender`: multi-interest retrieval (issue 4, item 4).
+
+One Feast online lookup reads the user's mixture (K interest vectors, K weights, model_version);
+the HNSW index is searched once per interest (one batched call); the union of candidates is
+re-scored exactly against all K interests and merged by the configured rule:
+
+- ``max``: s(u, v) = max_k u_k . v  (GUIM's default, Yang et al. 2022 sec. 3.3);
+- ``lse``: s(u, v) = log sum_k w_k exp(u_k . v)  (the weighted soft-max option).
+
+Each item is reported with the interest that gave it its score, that interest's weight and the
+score. Vectors and index from different model versions are refused; a user the online store
+lacks gets the popular items recorded at publish time, flagged as a fallback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GuimError
+
+
+@dataclass
+class Recommendation:
+    user_id: str
+    model_version: str | None
+    items: list[dict] = field(default_factory=list)   # {item_id, score, interest, weight}
+    fallback: bool = False                              # True: popular items, the user is unknown
+
+
+class Recommender:
+    """Holds the Feast store and the item index; ``recommend(user_id, k)`` per request."""
+
+    def __init__(self, cfg, store=None, index=None):
+        from .ann import ItemIndex
+        from .publish import USER_VIEW, ann_dir, repo_dir
+
+        self.index = index or ItemIndex.load(ann_dir(cfg))
+        if store is None:
+            repo = repo_dir(cfg)
+            if not (repo / "feature_store.yaml").exists():
+                raise GuimError(f"no Feast repository at {repo}: run `guim publish` first")
+            from feast import FeatureStore
+
+            store = FeatureStore(repo_path=str(repo))
+        self.store = store
+        self.K = int(self.index.meta["K"])
+        # an explicit --set publish.score=max|lse wins over the rule recorded at publish time
+        self.rule = cfg.publish.score if cfg.publish.score != "model" else self.index.meta.get("score", "max")
+        if self.rule not in ("max", "lse"):
+            raise GuimError(f"unknown score rule {self.rule!r} in the index meta (expected max or lse)")
+        self.candidates = int(cfg.publish.candidates)
+        self.features = [f"{USER_VIEW}:interest_{k}" for k in range(self.K)] + [
+            f"{USER_VIEW}:weights", f"{USER_VIEW}:model_version"]
+        self.redis = cfg.publish.redis if cfg.publish.online_store == "redis" else None
+
+    def lookup(self, user_id: str) -> dict:
+        """The user's row from the online store (values None when unknown)."""
+        try:
+            return self.store.get_online_features(features=self.features,
+                                                  entity_rows=[{"user_id": user_id}]).to_dict()
+        except Exception as e:
+            if self.redis is None:
+                raise
+            from .online import redis_error
+
+            raise redis_error(self.redis, e) from None
+
+    def recommend(self, user_id: str, k: int = 20) -> Recommendation:
+        if k < 1:
+            raise GuimError(f"-k {k}: ask for at least one item")
+        row = self.lookup(str(user_id))
+        version = row["model_version"][0]
+        if version is None:
+            popular = self.index.meta.get("popular") or []
+            if not popular:
+                raise GuimError(f"user {user_id!r} is not in the online store (model version "
+                                f"{self.index.model_version}) and no popular items were recorded")
+            return Recommendation(str(user_id), None, [{"item_id": i, "score": None, "interest": None,
+                                                         "weight": None} for i in popular[:k]], fallback=True)
+        if version != self.index.model_version:
+            raise GuimError(f"user {user_id!r} has vectors of model version {version} but the item index is of "
+                            f"version {self.index.model_version}: run `guim publish --model-version "
+                            f"{self.index.model_version}` (or publish {version} again) so both match")
+        q = np.asarray([row[f"interest_{i}"][0] for i in range(self.K)], dtype=np.float32)   # (K, d)
+        w = np.asarray(row["weights"][0], dtype=np.float32)                                  # (K,)
+        _, rows = self.index.search(q, self.candidates or k)                                 # (K, n)
+        cand = np.unique(rows[rows >= 0])                                                    # (C,)
+        s = np.asarray(self.index.vectors[cand]) @ q.T                                       # (C, K)
+        if self.rule == "max":
+            score, best = s.max(1), s.argmax(1)                                              # (C,), (C,)
+        else:
+            z = s + np.log(np.clip(w, 1e-9, None))                                           # (C, K)
+            m = z.max(1, keepdims=True)
+            score, best = (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
+        top = np.argsort(-score, kind="stable")[:k]
+        items = [{"item_id": str(self.index.item_ids[cand[j]]), "score": float(score[j]),
+                  "interest": int(best[j]), "weight": float(w[best[j]])} for j in top]
+        return Recommendation(str(user_id), version, items)
+
+
+def recommend(cfg, user_id: str, k: int = 20) -> Recommendation:
+    """Python API: ``recommend(load_config(ws), "u42", k=20)``."""
+    return Recommender(cfg).recommend(user_id, k)
+
+
+def format_table(rec: Recommendation) -> str:
+    if rec.fallback:
+        head = (f"user {rec.user_id} is not in the online store: FALLBACK to the {len(rec.items)} most popular "
+                f"items (not personalised)")
+        return "\n".join([head] + [f"{r + 1:>3}  {it['item_id']}" for r, it in enumerate(rec.items)])
+    lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version})",
+             f"{'rank':>4}  {'item_id':<16} {'score':>8}  {'interest':>8}  {'weight':>6}"]
+    for r, it in enumerate(rec.items):
+        lines.append(f"{r + 1:>4}  {it['item_id']:<16} {it['score']:>8.4f}  {it['interest']:>8}  {it['weight']:>6.3f}")
+    return "\n".join(lines)
+
+
+def run(cfg, args) -> int:
+    """CLI entry: prints the recommendation table."""
+    print(format_table(recommend(cfg, args.user_id, args.k)))
+    return 0

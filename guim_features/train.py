@@ -1,0 +1,319 @@
+"""``guim train``: train GUIM on the silver tables and register it in MLflow (issue 3).
+
+AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA, a tqdm
+bar with loss and sequences/s, full-ranking Recall/NDCG@20 on the valid split every epoch,
+early stopping on valid NDCG@20, a checkpoint every epoch (``<workspace>/checkpoints/last.pt``)
+and ``--resume`` to continue an unfinished run. The best epoch's weights are tested, saved with
+their config, logged to MLflow and registered as a new version of ``guim`` with alias
+``challenger`` (guim_features/registry.py).
+
+Python API: ``train_model(cfg, seed=..., overrides={...}, mlflow_log=..., register=...)``.
+Several processes: ``guim train --num-processes N`` starts PyTorch DDP (gloo on CPU, nccl on
+GPU) with ``torchrun`` or Spark's ``TorchDistributor``; on a cluster::
+
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 \\
+        -m guim_features.train --workspace /shared/ws
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GuimError
+
+
+@dataclass
+class TrainResult:
+    embedder: object                       # guim_features.embedder.Embedder (best epoch, CPU)
+    metrics: dict                          # valid_/test_ recall@10/20, ndcg@10/20, best_epoch, epochs, ...
+    model_version: str | None = None       # registered version of train.model_name, if registered
+    run_id: str | None = None              # MLflow run id, if logged
+    history: list = field(default_factory=list)   # per-epoch dicts (loss, valid metrics, seconds)
+
+
+def _train_config(cfg, seed, overrides):
+    tc = cfg.train
+    known = {f.name for f in dataclasses.fields(tc)}
+    bad = sorted(set(overrides or {}) - known)
+    if bad:
+        raise GuimError(f"unknown train override {bad[0]!r} (known: {', '.join(sorted(known))})")
+    tc = dataclasses.replace(tc, **(overrides or {}))
+    if seed is not None:
+        tc = dataclasses.replace(tc, seed=seed)
+    return tc
+
+
+def _device(tc):
+    import torch
+
+    if tc.device == "cuda" and not torch.cuda.is_available():
+        raise GuimError("train.device=cuda but no CUDA device is visible; use train.device=auto")
+    if tc.device not in ("auto", "cpu", "cuda"):
+        raise GuimError(f"train.device={tc.device!r} is not one of auto, cpu, cuda")
+    return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def evaluate(model, cfg, which: str, L: int, batch_size: int, device) -> dict:
+    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics)."""
+    import torch
+
+    from .data import eval_batches, rank_metrics
+
+    model.eval()
+    tot: dict = {}
+    with torch.no_grad():
+        cat = model.catalogue()                                              # (V - 3, d)
+        for b in eval_batches(cfg, which, L, batch_size):
+            t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
+            interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
+            s = model.score(interests.float(), weights.float(), cat.float())  # (B, V - 3)
+            s = torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
+            for k, v in rank_metrics(s, b["target"], b["seen"]).items():
+                tot[k] = tot.get(k, 0.0) + v
+    n = max(tot.pop("n", 0.0), 1.0)
+    return {f"{which}_{k}": v / n for k, v in tot.items()}
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        prog = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
+    return f
+
+
+def _optimizer(model, tc):
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "emb" not in n
+             and "bag" not in n and "queries" not in n]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=tc.lr)
+
+
+def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, mlflow_log: bool = True,
+                register: bool = True, progress: bool = True, resume: bool = False,
+                on_epoch_end=None) -> TrainResult:
+    """Train on ``cfg``'s silver tables; see the module docstring. ``on_epoch_end(epoch, record)`` is
+    called after each epoch's checkpoint (tests use it to simulate a crash)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import registry
+    from .data import ItemBank, TrainStream, count_windows, item_counts, table_versions
+    from .embedder import CHECKPOINT, Embedder
+    from .model import GUIM, model_args
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    ckdir = Path(cfg.resolve(cfg.train.checkpoint_dir))
+    last = ckdir / "last.pt"
+    state = None
+    if resume:
+        if not last.exists():
+            raise GuimError(f"--resume: no unfinished run to resume (no {last}); start one with `guim train`")
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        tc = dataclasses.replace(cfg.train, **state["train_config"])     # the interrupted run's settings
+    else:
+        tc = _train_config(cfg, seed, overrides)
+    device = _device(tc)
+    if device.type == "cpu" and tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed + rank)
+    np.random.seed(tc.seed)
+    ddp = world > 1
+    if ddp:
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+    bank = ItemBank(cfg)
+    model = GUIM(model_args(tc, bank.sizes()))
+    model.tower.set_bank(bank.arrays())
+    model.item_pop.copy_(torch.as_tensor(item_counts(cfg, bank.n_items) + 1.0, dtype=torch.float32))
+    torch.manual_seed(tc.seed)   # same initial weights on every rank (DDP also broadcasts them)
+    model.to(device)
+    stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world)
+    steps = math.ceil(count_windows(cfg, tc.max_len, tc.windows, rank, world) / tc.batch_size)
+    if ddp:
+        t = torch.tensor([steps], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)   # every rank must take the same number of steps
+        steps = int(t.item())
+    if steps == 0:
+        raise GuimError("no training sequences (users need >= 2 training events); check `guim sequences`")
+    opt = _optimizer(model, tc)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc.warmup_steps, steps * tc.epochs))
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
+    history, best, best_state, bad, start, run_id = [], -1.0, None, 0, 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        history, best, bad, start, run_id = (state["history"], state["best"], state["bad"], state["epoch"],
+                                             state["run_id"])
+        best_state = state["best_state"]
+        torch.set_rng_state(state["torch_rng"])
+    versions = table_versions(cfg)
+    logger = registry.RunLogger(cfg, tc, versions, run_id) if (mlflow_log and rank == 0) else None
+    amp = device.type == "cuda" and tc.amp
+    step = start * steps
+    for epoch in range(start, tc.epochs):
+        stream.set_epoch(epoch)
+        net.train()
+        t0, seen, losses = time.time(), 0, []
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress or rank != 0,
+                   leave=False)
+        for i, batch in enumerate(stream):
+            if i >= steps:
+                break
+            b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, parts = net(b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            sched.step()
+            step, seen = step + 1, seen + len(b["items"])
+            losses.append(float(loss.detach()))
+            rate = seen * world / max(time.time() - t0, 1e-9)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_s=f"{rate:.0f}")
+            bar.update()
+            if logger and step % tc.log_every == 0:
+                logger.step({"train_loss": losses[-1], "lr": sched.get_last_lr()[0],
+                             **{f"train_{k}": v for k, v in parts.items()}}, step)
+        bar.close()
+        secs = time.time() - t0
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs,
+               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device)}
+        history.append(rec)
+        if rec["valid_ndcg@20"] > best:
+            best, bad = rec["valid_ndcg@20"], 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if progress and rank == 0:
+            print(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  valid R@20 {rec['valid_recall@20']:.4f}  "
+                  f"NDCG@20 {rec['valid_ndcg@20']:.4f}  {rec['seq_per_s']:.0f} seq/s", file=sys.stderr)
+        if logger:
+            logger.epoch(rec, step)
+            run_id = logger.run_id
+        if rank == 0:
+            _save_checkpoint(last, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                    "sched": sched.state_dict(), "epoch": epoch + 1, "history": history,
+                                    "best": best, "best_state": best_state, "bad": bad, "run_id": run_id,
+                                    "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state()})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, rec)
+        if bad >= tc.patience:
+            break
+    model.load_state_dict(best_state)
+    metrics = {**{k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items()
+                  if k.startswith("valid_")},
+               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device),
+               "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
+               "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
+    meta = {"train_config": dataclasses.asdict(tc), "table_versions": versions, "metrics": metrics}
+    emb = Embedder(model.cpu(), meta)
+    version = None
+    if rank == 0:
+        final = emb.save(ckdir / CHECKPOINT)
+        if logger:
+            version = logger.finish(emb, final, metrics, history, register=register)
+            run_id = logger.run_id
+        if last.exists():
+            last.unlink()                                                     # the run is finished
+    if ddp:
+        dist.barrier()
+    emb.model_version = version
+    return TrainResult(emb, metrics, version, run_id, history)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically (a crash mid-write leaves the previous checkpoint intact)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def run(cfg, args) -> int:
+    """``guim train [--resume] [--num-processes N --launcher torchrun|spark]``."""
+    n = getattr(args, "num_processes", 1) or 1
+    if n > 1:
+        return _launch(cfg, args, n)
+    res = train_model(cfg, resume=getattr(args, "resume", False))
+    _print_result(res)
+    return 0
+
+
+def _launch(cfg, args, n: int) -> int:
+    """Start ``n`` DDP processes with torchrun (default) or Spark's TorchDistributor (local mode here)."""
+    import subprocess
+
+    overrides, resume = list(getattr(args, "overrides", []) or []), bool(getattr(args, "resume", False))
+    if getattr(args, "launcher", "torchrun") == "spark":
+        import torch
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        from .spark import get_spark
+
+        get_spark(cfg.spark)
+        TorchDistributor(num_processes=n, local_mode=True, use_gpu=torch.cuda.is_available()).run(
+            _worker, cfg.workspace, overrides, resume)
+        return 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "guim_features.train", "--workspace", cfg.workspace]
+    for o in overrides:
+        cmd += ["--set", o]
+    return subprocess.call(cmd + (["--resume"] if resume else []))
+
+
+def _worker(workspace: str, overrides: list, resume: bool = False):
+    """One DDP process (RANK/WORLD_SIZE/MASTER_ADDR come from the launcher)."""
+    from .config import load_config
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    cfg = load_config(workspace, overrides, write_default=False)
+    threads = max(1, cfg.train.threads // world) if cfg.train.threads else 0
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    res = train_model(cfg, resume=resume, progress=rank0)
+    if rank0:
+        _print_result(res)
+        return res.metrics
+    return None
+
+
+if __name__ == "__main__":   # the torchrun entry point of `guim train --num-processes N`
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m guim_features.train")
+    ap.add_argument("--workspace", default="guim_workspace")
+    ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args()
+    _worker(a.workspace, a.overrides, a.resume)
+
+
+def _print_result(res: TrainResult) -> None:
+    m = res.metrics
+    print(f"test Recall@20 {m['test_recall@20']:.4f}  NDCG@20 {m['test_ndcg@20']:.4f}  "
+          f"(valid Recall@20 {m['valid_recall@20']:.4f}, best epoch {m['best_epoch']}/{m['epochs']})")
+    if res.model_version:
+        print(f"registered model version {res.model_version} (alias challenger), run {res.run_id}")

@@ -1,0 +1,11 @@
+"""Spark job: raw logs -> bronze Delta tables (the same code as ``guim ingest``).
+
+    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 \
+        spark_jobs/ingest.py --workspace guim_workspace --source taobao --path UserBehavior.csv
+"""
+import sys
+
+from guim_features.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["ingest", *sys.argv[1:]]))

@@ -1,0 +1,57 @@
+"""Tiny hand-written gold tables (user_embeddings, item_embeddings) for the publish/serve tests."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+T1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T2 = datetime(2026, 2, 1, tzinfo=timezone.utc)
+
+# d = 4, K = 2. Items are the unit axes and two mixtures: dot products are easy to do by hand.
+ITEMS = {"axis0": [1, 0, 0, 0], "axis1": [0, 1, 0, 0], "axis2": [0, 0, 1, 0], "axis3": [0, 0, 0, 1],
+         "mix01": [0.6, 0.6, 0, 0], "mix23": [0, 0, 0.5, 0.5]}
+# user -> (interests K x d, weights K)
+USERS_V1 = {"alice": ([[2, 0, 0, 0], [0, 0, 1, 0]], [0.75, 0.25]),
+            "bob": ([[0, 0, 0, 1], [0, 1, 0, 0]], [0.5, 0.5])}
+USERS_V2 = {"alice": ([[0, 0, 0, 3], [0, 1, 0, 0]], [0.1, 0.9]),
+            "bob": ([[1, 0, 0, 0], [0, 0, 1, 0]], [0.5, 0.5])}
+
+
+def user_table(users: dict, version: str, ts: datetime) -> pa.Table:
+    ids = list(users)
+    return pa.table({
+        "user_id": ids,
+        "interests": pa.array([users[u][0] for u in ids], type=pa.list_(pa.list_(pa.float32()))),
+        "weights": pa.array([users[u][1] for u in ids], type=pa.list_(pa.float32())),
+        "model_version": [version] * len(ids),
+        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC"))})
+
+
+def item_table(items: dict, version: str, ts: datetime) -> pa.Table:
+    ids = list(items)
+    return pa.table({
+        "item_id": ids,
+        "vector": pa.array([items[i] for i in ids], type=pa.list_(pa.float32())),
+        "model_version": [version] * len(ids),
+        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC"))})
+
+
+def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1) -> None:
+    """Append one snapshot of both gold tables (as `guim embed` does), with delta-rs."""
+    from deltalake import write_deltalake
+
+    write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts), mode="append")
+    write_deltalake(cfg.table("item_embeddings"), item_table(items, version, ts), mode="append")
+
+
+def write_events(cfg, counts: dict) -> None:
+    """A bronze events table where item i occurs counts[i] times (for the popularity fallback)."""
+    from deltalake import write_deltalake
+
+    rows = [(f"e{i}_{n}", "someone", i) for i, c in counts.items() for n in range(c)]
+    write_deltalake(cfg.table("events"), pa.table({
+        "event_id": [r[0] for r in rows], "user_id": [r[1] for r in rows], "item_id": [r[2] for r in rows],
+        "behavior": ["pv"] * len(rows),
+        "ts": pa.array([T1] * len(rows), type=pa.timestamp("us", tz="UTC")),
+        "source": ["test"] * len(rows)}))

@@ -1,0 +1,173 @@
+"""guim publish: Feast repo, offline point-in-time joins, fast online materialization, item index (issue 4)."""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gold import ITEMS, T1, T2, USERS_V1, USERS_V2, write_gold
+
+ALICE_FEATURES = ["user_interests:interest_0", "user_interests:interest_1", "user_interests:weights",
+                  "user_interests:model_version"]
+
+
+def _publish(cfg, version=None):
+    from guim_features import publish
+
+    publish.run(cfg, argparse.Namespace(model_version=version))
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(publish.repo_dir(cfg)))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """Two snapshots (model 1 at T1, model 2 at T2) published with the defaults (SQLite, file, fast)."""
+    from guim_features.config import load_config
+
+    cfg = load_config(tmp_path_factory.mktemp("pub") / "ws")
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
+    write_gold(cfg, USERS_V2, ITEMS, "2", T2)
+    return cfg, _publish(cfg)
+
+
+def test_encoders_match_feast_bytes():
+    """Our vectorised encoders give exactly Feast's own bytes (ValueProto, entity key v3)."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import FloatList, Value
+
+    from guim_features import online
+
+    arr = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
+    for row, enc in zip(arr, online.encode_float_lists(arr)):
+        assert enc == Value(float_list_val=FloatList(val=row.tolist())).SerializeToString()
+    assert online.encode_string("v12") == Value(string_val="v12").SerializeToString()
+    for uid, key in zip(["u1", "ü-ñ" * 50], online.entity_keys("user_id", ["u1", "ü-ñ" * 50])):
+        assert key == serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]), 3)
+
+
+def test_repo_has_views_from_model_shape(published):
+    cfg, store = published
+    view = store.get_feature_view("user_interests")
+    assert [f.name for f in view.features] == ["interest_0", "interest_1", "weights", "model_version"]  # K = 2
+    assert [f.name for f in store.get_feature_view("item_embedding").features] == ["vector", "model_version"]
+    service = store.get_feature_service("guim_embeddings_v1")
+    assert {p.name for p in service.feature_view_projections} == {"user_interests", "item_embedding"}
+
+
+def test_online_has_newest_snapshot(published):
+    """Read back with plain Feast: the fast write is what get_online_features returns."""
+    _, store = published
+    got = store.get_online_features(features=ALICE_FEATURES + ["item_embedding:vector"],
+                                    entity_rows=[{"user_id": "alice", "item_id": "mix01"},
+                                                 {"user_id": "nobody", "item_id": "axis2"}]).to_dict()
+    assert got["interest_0"] == [[0, 0, 0, 3], None]
+    assert got["interest_1"] == [[0, 1, 0, 0], None]
+    assert got["weights"][0] == pytest.approx([0.1, 0.9])
+    assert got["model_version"] == ["2", None]
+    assert got["vector"] == [pytest.approx([0.6, 0.6, 0, 0]), [0, 0, 1, 0]]
+
+
+def test_point_in_time_join(published):
+    """A row between the snapshots gets the first one's vectors, a later row the second's, an earlier none."""
+    _, store = published
+    entity_df = pd.DataFrame({
+        "user_id": ["alice", "alice", "alice", "bob"],
+        "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2025-12-01", "2026-01-31T23:59:00"], utc=True, format="ISO8601"),
+        "label": [1, 0, 1, 0]})
+    df = store.get_historical_features(entity_df=entity_df, features=ALICE_FEATURES).to_df()
+    df = df.sort_values("event_timestamp").set_index("event_timestamp")
+    at = {ts.strftime("%Y-%m-%d"): row for ts, row in df.iterrows()}
+    assert list(at["2026-01-15"]["interest_0"]) == [2, 0, 0, 0]
+    assert at["2026-01-15"]["model_version"] == "1"
+    assert list(at["2026-03-01"]["interest_0"]) == [0, 0, 0, 3]
+    assert at["2026-03-01"]["model_version"] == "2"
+    assert list(at["2026-01-31"]["interest_1"]) == [0, 1, 0, 0]          # bob, still snapshot 1
+    # before any snapshot: no embedding (the file store drops the row, Spark's keeps it with nulls)
+    assert "2025-12-01" not in at or pd.isna(at["2025-12-01"]["model_version"])
+
+
+def test_index_stamped_with_version(published):
+    from guim_features.ann import ItemIndex
+    from guim_features.publish import ann_dir
+
+    cfg, _ = published
+    index = ItemIndex.load(ann_dir(cfg))
+    assert index.model_version == "2" and index.meta["K"] == 2 and index.meta["d"] == 4
+    assert sorted(index.item_ids) == sorted(ITEMS)
+    scores, rows = index.search(np.array([[0, 0, 1, 0]], np.float32), 2)
+    assert [index.item_ids[r] for r in rows[0]] == ["axis2", "mix23"]
+    assert scores[0] == pytest.approx([1.0, 0.5])
+
+
+def test_feast_materialize_agrees_with_fast_path(tmp_path):
+    """publish.materialize=feast (Feast's own path) stores the same values the fast path does."""
+    from guim_features.config import load_config
+
+    cfg = load_config(tmp_path / "ws", ["publish.materialize=feast"])
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
+    store = _publish(cfg)
+    got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "bob"}]).to_dict()
+    assert got["interest_0"] == [[0, 0, 0, 1]] and got["interest_1"] == [[0, 1, 0, 0]]
+    assert got["weights"] == [[0.5, 0.5]] and got["model_version"] == ["1"]
+
+
+def test_publish_older_version_and_missing_tables(tmp_path):
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+
+    cfg = load_config(tmp_path / "ws")
+    with pytest.raises(GuimError, match="run `guim embed` first"):
+        _publish(cfg)
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
+    write_gold(cfg, USERS_V2, ITEMS, "2", T2)
+    with pytest.raises(GuimError, match="'7' was not exported"):
+        _publish(cfg, "7")
+    store = _publish(cfg, "1")
+    got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "alice"}]).to_dict()
+    assert got["interest_0"] == [[2, 0, 0, 0]] and got["model_version"] == ["1"]
+
+
+def test_embed_exports_every_user_and_item(tmp_path, spark):
+    """guim embed: one snapshot per model version, every user, every item (a cold one from its content)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+    from silver import write_silver
+
+    from guim_features import embed
+    from guim_features.config import load_config
+    from guim_features.embedder import load_embedder
+    from guim_features.train import train_model
+
+    cfg = load_config(tmp_path / "ws")
+    write_silver(cfg.resolve("lakehouse"), users=12, items=20, events=8)
+    cold = {"item_idx": pa.array([500], pa.int32()), "item_id": ["cold"], "category_idx": pa.array([3], pa.int32()),
+            "brand_idx": pa.array([2], pa.int32()), "shop_idx": pa.array([0], pa.int32()),
+            "price_norm": pa.array([0.5], pa.float32()), "year_norm": pa.array([0.0], pa.float32()),
+            "title_tokens": pa.array([[2]], pa.list_(pa.int32())), "tag_ids": pa.array([[3]], pa.list_(pa.int32())),
+            "image": pa.array([[0.1] * 8], pa.list_(pa.float32()))}
+    write_deltalake(cfg.table("item_features"), pa.table(cold), mode="append")
+    res = train_model(cfg, overrides={"epochs": 1, "d": 8, "K": 2, "layers": 1, "heads": 1, "max_len": 8},
+                      progress=False)
+    args = argparse.Namespace(model_uri=None)
+    assert embed.run(cfg, args) == 0
+    users = DeltaTable(cfg.table("user_embeddings")).to_pandas()
+    items = DeltaTable(cfg.table("item_embeddings")).to_pandas()
+    assert sorted(users["user_id"]) == sorted(f"u{i}" for i in range(12))
+    assert len(items) == 21 and "cold" in set(items["item_id"])
+    assert set(users["model_version"]) == set(items["model_version"]) == {res.model_version}
+    assert all(np.asarray(w).sum() == pytest.approx(1, abs=1e-5) and len(w) == 2 for w in users["weights"])
+    assert all(len(i) == 2 and all(len(v) == 8 for v in i) for i in users["interests"])
+    # the Spark tasks compute what the embedder computes in one process
+    emb = load_embedder(f"models:/guim/{res.model_version}", tracking_uri=cfg.mlflow_uri)
+    feats = DeltaTable(cfg.table("item_features")).to_pandas()
+    direct = dict(zip(feats["item_id"], emb.encode_items(feats)))
+    for item_id, vec in zip(items["item_id"], items["vector"]):
+        assert np.allclose(vec, direct[item_id], atol=1e-5)
+    # same version again: nothing added
+    assert embed.run(cfg, args) == 0
+    assert len(DeltaTable(cfg.table("user_embeddings")).to_pandas()) == 12

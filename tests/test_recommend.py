@@ -1,0 +1,94 @@
+"""guim recommend: one online lookup, one HNSW search per interest, merged by the score rule (issue 4)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+
+from gold import ITEMS, T1, T2, USERS_V1, USERS_V2, write_events, write_gold
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """Snapshots of models 1 and 2 (2 newest), popular items axis2 > mix01 > axis0, published."""
+    from guim_features import publish
+    from guim_features.config import load_config
+
+    path = tmp_path_factory.mktemp("rec") / "ws"
+    cfg = load_config(path)
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
+    write_gold(cfg, USERS_V2, ITEMS, "2", T2)
+    write_events(cfg, {"axis2": 5, "mix01": 3, "axis0": 1})
+    publish.run(cfg, argparse.Namespace(model_version=None))
+    return path
+
+
+def _rec(ws, user, k, *overrides):
+    from guim_features.config import load_config
+    from guim_features.recommend import recommend
+
+    return recommend(load_config(ws, list(overrides)), user, k)
+
+
+def test_max_rule_by_hand(ws):
+    # alice (model 2): interest 0 = 3*e3 (weight .1), interest 1 = e1 (weight .9)
+    rec = _rec(ws, "alice", 4)
+    assert not rec.fallback and rec.model_version == "2"
+    assert [(i["item_id"], i["interest"]) for i in rec.items] == [
+        ("axis3", 0), ("mix23", 0), ("axis1", 1), ("mix01", 1)]
+    assert [i["score"] for i in rec.items] == pytest.approx([3.0, 1.5, 1.0, 0.6], abs=1e-5)
+    assert [i["weight"] for i in rec.items] == pytest.approx([0.1, 0.1, 0.9, 0.9])
+
+
+def test_lse_rule_by_hand(ws):
+    # log(.1 exp(s0) + .9 exp(s1)) reorders: the heavy interest 1 lifts axis1 and mix01 above mix23
+    rec = _rec(ws, "alice", 4, "publish.score=lse")
+    expect = {"axis3": math.log(.1 * math.e ** 3 + .9), "axis1": math.log(.1 + .9 * math.e),
+              "mix01": math.log(.1 + .9 * math.e ** .6), "mix23": math.log(.1 * math.e ** 1.5 + .9)}
+    assert [i["item_id"] for i in rec.items] == ["axis3", "axis1", "mix01", "mix23"]
+    assert [i["score"] for i in rec.items] == pytest.approx([expect[i["item_id"]] for i in rec.items], abs=1e-5)
+    assert [i["interest"] for i in rec.items] == [0, 1, 1, 1]
+
+
+def test_unknown_user_gets_flagged_popular_items(ws):
+    rec = _rec(ws, "nobody", 2)
+    assert rec.fallback and rec.model_version is None
+    assert [i["item_id"] for i in rec.items] == ["axis2", "mix01"]
+
+
+def test_unknown_user_without_popularity_is_a_clear_error(tmp_path):
+    from guim_features import publish
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+
+    cfg = load_config(tmp_path / "ws")
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
+    publish.run(cfg, argparse.Namespace(model_version=None))
+    with pytest.raises(GuimError, match="'nobody' is not in the online store"):
+        _rec(tmp_path / "ws", "nobody", 3)
+
+
+def test_version_mismatch_refused(ws):
+    from guim_features.ann import ItemIndex
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+    from guim_features.recommend import Recommender
+
+    stale = ItemIndex.build(list(ITEMS), np.array(list(ITEMS.values()), np.float32), "1", K=2)
+    with pytest.raises(GuimError, match="model version 2 but the item index is of version 1"):
+        Recommender(load_config(ws), index=stale).recommend("alice", 3)
+
+
+def test_cli_prints_interest_weight_score(ws, capsys):
+    from guim_features.cli import main
+
+    assert main(["recommend", "bob", "-k", "2", "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # bob (model 2): interests e0, e2 with weights .5/.5 -> axis0 and axis2 score 1; ties keep index order
+    assert "model version 2" in out[0]
+    assert [line.split()[1] for line in out[2:]] == ["axis0", "axis2"]
+    assert [line.split()[2:] for line in out[2:]] == [["1.0000", "0", "0.500"], ["1.0000", "1", "0.500"]]
+    assert main(["recommend", "ghost", "-k", "1", "--workspace", str(ws)]) == 0
+    assert "FALLBACK" in capsys.readouterr().out

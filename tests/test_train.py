@@ -1,0 +1,154 @@
+"""Trainer (issue 3 items 3, 5, 6): quality on planted interests, K = 1, resume after a crash, DDP."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from guim_features.config import load_config
+
+# small and fast; the default TrainConfig is sized for real data
+TINY = {"d": 32, "layers": 1, "heads": 2, "batch_size": 32, "epochs": 25, "patience": 25, "lr": 3e-3,
+        "warmup_steps": 10, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    from silver import write_silver
+
+    ws = tmp_path_factory.mktemp("planted") / "ws"
+    info = write_silver(ws / "lakehouse", users=240, items=120, categories=6, events=30, seed=3)
+    return ws, info
+
+
+@pytest.fixture(scope="module")
+def trained_k4(planted):
+    from guim_features.train import train_model
+
+    ws, _ = planted
+    return train_model(load_config(ws), overrides={**TINY, "K": 4}, mlflow_log=False, register=False,
+                       progress=False)
+
+
+def popularity_recall20(info) -> float:
+    """Hand-written popularity ranking: train counts, user's earlier items excluded, test target."""
+    counts = Counter(v for seq, sp in zip(info["sequences"], info["splits"]) for v, s in zip(seq, sp) if s == 0)
+    hits = 0
+    for seq in info["sequences"]:
+        seen = set(seq[:-1])
+        ranked = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in seen][:20]
+        hits += seq[-1] in ranked
+    return hits / len(info["sequences"])
+
+
+def test_k4_beats_popularity_twice(trained_k4, planted):
+    _, info = planted
+    pop = popularity_recall20(info)
+    m = trained_k4.metrics
+    assert 0 < pop < 0.4
+    assert m["test_recall@20"] >= 2 * pop, (m, pop)
+    assert m["epochs"] == TINY["epochs"] and 1 <= m["best_epoch"] <= TINY["epochs"]
+
+
+def test_interests_point_at_different_planted_interests(trained_k4, planted):
+    """Measure: each interest's top-category = majority category of its 10 highest-scoring items.
+    For users with >= 2 planted categories, count how many distinct planted categories their K
+    interests' top-categories cover; a single-vector model covers at most 1."""
+    _, info = planted
+    emb = trained_k4.embedder
+    cat = emb.catalogue()                                                    # (V, d)
+    ids = np.arange(3, len(cat))
+    users = [u for u, p in enumerate(info["planted"]) if len(p) >= 2]
+    seqs = [np.array(info["sequences"][u][:-1]) for u in users]
+    interests, weights = emb.encode_users(seqs, [np.ones(len(s), int) for s in seqs],
+                                          [np.full(len(s), 8) for s in seqs])
+    covered = []
+    for u, vecs in zip(users, interests):
+        tops = set()
+        for v in vecs:
+            best = ids[np.argsort(-(cat[3:] @ v))[:10]]
+            tops.add(Counter(info["item_category"][int(i)] for i in best).most_common(1)[0][0])
+        covered.append(len(tops & set(info["planted"][u])))
+    assert np.mean([c >= 2 for c in covered]) >= 0.5, Counter(covered)
+
+
+def test_k1_trains_and_scores(planted):
+    from guim_features.train import train_model
+
+    ws, info = planted
+    res = train_model(load_config(ws), overrides={**TINY, "K": 1, "epochs": 6}, seed=1, mlflow_log=False,
+                      register=False, progress=False)
+    emb = res.embedder
+    assert emb.K == 1
+    i, w = emb.encode_users([np.array(info["sequences"][0][:-1])], [np.ones(29, int)], [np.zeros(29, int)])
+    assert i.shape == (1, 1, 32) and np.allclose(w, 1.0)
+    assert emb.score(i, w, emb.catalogue()).shape == (1, 123)
+    assert res.metrics["test_recall@20"] > popularity_recall20(info)
+
+
+def test_resume_after_a_crash(tmp_path):
+    from silver import write_silver
+
+    from guim_features.cli import main
+    from guim_features.embedder import load_embedder
+    from guim_features.train import train_model
+
+    ws = tmp_path / "ws"
+    write_silver(ws / "lakehouse", users=60, items=40, events=12)
+    over = {**TINY, "epochs": 3}
+    cfg = load_config(ws, [f"train.{k}={v}" for k, v in over.items()])
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(epoch, rec):
+        if epoch == 1:
+            raise Crash("simulated crash after epoch 2")
+
+    with pytest.raises(Crash):
+        train_model(cfg, progress=False, on_epoch_end=crash)
+    last = ws / "checkpoints" / "last.pt"
+    assert last.exists()
+    import torch
+    state = torch.load(last, weights_only=False)
+    assert state["epoch"] == 2 and state["run_id"]
+    # the CLI resumes the same MLflow run, finishes epoch 3, registers and removes the checkpoint
+    assert main(["train", "--workspace", str(ws), "--resume"] + sum(
+        (["--set", f"train.{k}={v}"] for k, v in over.items()), [])) == 0
+    assert not last.exists()
+    emb = load_embedder(str(ws / "checkpoints" / "model.pt"))
+    assert emb.meta["metrics"]["epochs"] == 3
+    import mlflow
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    run = mlflow.get_run(state["run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_recall_at_20")]
+    assert sorted(steps) == [1, 2, 3]
+    with pytest.raises(SystemExit):
+        main(["train", "--workspace", str(ws), "--resume", "--bogus"])
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_register_and_predict(tmp_path):
+    from silver import write_silver
+
+    ws = tmp_path / "ws"
+    write_silver(ws / "lakehouse", users=60, items=40, events=12)
+    sets = sum((["--set", f"train.{k}={v}"] for k, v in {**TINY, "epochs": 2, "threads": 2}.items()), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "guim_features.cli", "train", "--workspace", str(ws),
+                          "--num-processes", "2", *sets], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "registered model version 1" in out.stdout
+    code = ("import mlflow, numpy as np, pandas as pd; mlflow.set_tracking_uri(%r); "
+            "m = mlflow.pyfunc.load_model('models:/guim@challenger'); "
+            "o = m.predict(pd.DataFrame({'item_idx': [np.array([3, 4, 5])], 'behavior': [np.array([1, 1, 1])],"
+            " 'gaps': [np.array([0, 1, 2])]})); print(len(o['interests'][0]), len(o['weights'][0]))"
+            % load_config(ws).mlflow_uri)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == [str(4 * 32), "4"]
