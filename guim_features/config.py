@@ -7,6 +7,7 @@ an unknown section, key or a wrong type raises :class:`ConfigError` naming it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import typing
@@ -26,7 +27,7 @@ class ConfigError(ValueError):
 def opt(default: Any, help: str):
     """A dataclass field with a default and a help comment (mutable defaults are copied)."""
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -111,6 +112,13 @@ class PublishConfig:
     score: str = opt("model", "How candidates of the K interests merge: model (the rule it was trained with) | "
                               "max (max_k u_k.v) | lse (log sum_k w_k exp(u_k.v))")
     popular: int = opt(100, "Popular items kept with the index, shown (flagged) for users the online store lacks")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    train_epochs: int = opt(3, "`guim demo` trains this many epochs (train.epochs is for `guim train`)")
+    user: str = opt("", "User shown in the demo's recommendation; empty = the first user of user_sequences")
+    k: int = opt(10, "Items in the demo's recommendation")
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
     # -- resolved locations ---------------------------------------------------------------
     def resolve(self, p: str) -> str:

@@ -26,7 +26,9 @@ def get_spark(cfg: SparkConfig | None = None):
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if cfg.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    b = (SparkSession.builder.master(cfg.master).appName(cfg.app_name)
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # under spark-submit: its master and jars win
+    b = SparkSession.builder if submitted else SparkSession.builder.master(cfg.master)
+    b = (b.appName(cfg.app_name)
          .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
          .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
          .config("spark.driver.memory", cfg.driver_memory)
@@ -38,7 +40,7 @@ def get_spark(cfg: SparkConfig | None = None):
          .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
          .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
          .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
-    if cfg.delta_package:
+    if cfg.delta_package and not submitted:
         b = b.config("spark.jars.packages", cfg.delta_package)
     for k, v in cfg.conf.items():
         b = b.config(k, str(v))

@@ -52,7 +52,7 @@ def test_run_is_logged_and_registered(registered):
     arts = {a.path for a in client.list_artifacts(res.run_id)}
     assert {"training_curves.png", "config.yaml", "train_config.yaml"} <= arts
     mv = client.get_model_version_by_alias("guim", "challenger")
-    assert mv.version == "1"
+    assert str(mv.version) == "1"
     assert cfg.mlflow_uri.startswith("sqlite:///") and cfg.mlflow_uri.endswith("mlflow.db")
 
 
@@ -122,5 +122,5 @@ def test_second_run_becomes_the_challenger(registered):
     res = train_model(cfg, overrides={**TINY, "epochs": 1, "K": 1}, progress=False)
     assert res.model_version == "2"
     mv = mlflow.MlflowClient(cfg.mlflow_uri).get_model_version_by_alias("guim", "challenger")
-    assert mv.version == "2"
+    assert str(mv.version) == "2"
     assert json.loads(json.dumps(res.metrics))["epochs"] == 1

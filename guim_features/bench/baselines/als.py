@@ -9,6 +9,7 @@ NOTE: Spark's factors for the train part alone would miss the valid event; foldi
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from . import Embeddings, Method
 
@@ -23,8 +24,9 @@ class ALS(Method):
 
         b = self.cfg.bench
         spark = get_spark(self.cfg.spark)
-        pairs = {(u, int(i)) for u in range(data.n_users) for i in data.train_items(u)}
-        df = spark.createDataFrame([(u, i, 1.0) for u, i in sorted(pairs)], "user INT, item INT, rating FLOAT")
+        pairs = pd.DataFrame([(u, int(i)) for u in range(data.n_users) for i in np.unique(data.train_items(u))],
+                             columns=["user", "item"]).astype("int32")
+        df = spark.createDataFrame(pairs.assign(rating=np.float32(1.0)))
         model = SparkALS(rank=b.als_rank, maxIter=b.als_iters, regParam=b.als_reg, alpha=b.als_alpha,
                          implicitPrefs=True, userCol="user", itemCol="item", ratingCol="rating",
                          coldStartStrategy="drop", seed=seed).fit(df)

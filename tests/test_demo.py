@@ -1,0 +1,40 @@
+"""guim demo end to end in a fresh workspace, at a small size (issue 4, item 7)."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, spark, capsys):
+    import mlflow
+    from deltalake import DeltaTable
+
+    from guim_features.ann import ItemIndex
+    from guim_features.cli import main
+    from guim_features.config import load_config
+    from guim_features.publish import ann_dir
+
+    ws = tmp_path / "demo"
+    sets = ["ingest.users=120", "ingest.items=80", "ingest.events_per_user=15", "demo.train_epochs=1",
+            "train.d=16", "train.layers=1", "train.heads=1", "demo.k=5"]
+    argv = ["demo", "--workspace", str(ws)] + [a for s in sets for a in ("--set", s)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    cfg = load_config(ws)
+    seqs = DeltaTable(cfg.table("user_sequences")).to_pandas()
+    feats = DeltaTable(cfg.table("item_features")).to_pandas()
+    users = DeltaTable(cfg.table("user_embeddings")).to_pandas()
+    items = DeltaTable(cfg.table("item_embeddings")).to_pandas()
+    # one embedding per user sequence and per item (cold items included), all of model version 1
+    assert sorted(users["user_id"]) == sorted(seqs["user_id"]) and len(users) > 100
+    assert sorted(items["item_id"]) == sorted(feats["item_id"])
+    assert set(users["model_version"]) == {"1"} == set(items["model_version"])
+    index = ItemIndex.load(ann_dir(cfg))
+    assert index.model_version == "1" and index.meta["n"] == len(feats)
+    # the index is logged to the model's MLflow run
+    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri)
+    run_id = client.get_model_version("guim", "1").run_id
+    assert {a.path for a in client.list_artifacts(run_id, "ann_index/v1")} >= {"ann_index/v1/meta.json"}
+    rec = [line for line in out.splitlines() if line.startswith("top 5 for user")]
+    assert rec and "(model version 1)" in rec[0]
+    assert "== summary" in out and "guim recommend" in out
