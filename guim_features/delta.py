@@ -65,3 +65,19 @@ def overwrite(df, path: str, table: str) -> None:
 def version(spark, path: str) -> int:
     from delta.tables import DeltaTable
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+def changed_since(spark, path: str, since: int) -> bool:
+    """Whether any commit after version ``since`` added, changed or removed rows (no-op MERGEs
+    of a re-ingest still create versions; they do not count)."""
+    from delta.tables import DeltaTable
+    hist = DeltaTable.forPath(spark, path).history().where(f"version > {since}").collect()
+    merge_keys = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+    for h in hist:
+        m = h["operationMetrics"] or {}
+        if h["operation"] == "MERGE" and all(k in m for k in merge_keys):
+            if any(int(m[k]) for k in merge_keys):
+                return True
+        elif h["operation"] != "SET TBLPROPERTIES":
+            return True                 # writes, deletes, overwrites: assume changed
+    return False

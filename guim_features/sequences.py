@@ -212,7 +212,10 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
     fp = hashlib.sha1(json.dumps([vars(sc), behaviors], sort_keys=True, default=str).encode()).hexdigest()[:16]
     seq_path = cfg.table("user_sequences")
     state = _read_state(spark, seq_path)
-    if not full and state == {"config": fp, **versions}:
+    unchanged = state and state.get("config") == fp and all(
+        (delta.changed_since(spark, cfg.table(t), state[t]) is False) if v >= 0 and state.get(t, -1) >= 0
+        else v == state.get(t, -1) for t, v in versions.items())
+    if not full and unchanged:  # nothing new in bronze since the last build (no-op commits ignored)
         if not quiet:
             print(f"silver tables are up to date with bronze (events v{versions['events']}); nothing to do")
         return {"mode": "up-to-date", "seconds": time.time() - t0}
