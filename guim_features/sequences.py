@@ -223,10 +223,9 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
     incremental = bool(not full and state and state.get("config") == fp and can_increment)
     if incremental:
         old = spark.read.format("delta").option("versionAsOf", state["events"]).load(cfg.table("events"))
-        new_events = events.join(old.select("event_id"), "event_id", "left_anti")
+        new_events = dedupe_events(events.join(old.select("event_id"), "event_id", "left_anti")).persist()
     else:
-        new_events = events
-    new_events = dedupe_events(new_events).persist()
+        new_events = events   # bronze is already unique by event_id (its MERGE key): no extra shuffle
 
     # item index and vocabularies: append-only MERGEs keep existing indices
     ids = items.select("item_id").unionByName(new_events.select("item_id"))
@@ -282,10 +281,11 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
     delta.overwrite(index.join(items.select("item_id", "category", "tags"), "item_id", "left"),
                     cfg.table("labels_items"), "labels_items")
     _write_state(spark, seq_path, {"config": fp, **versions})
-    out = {"mode": "incremental" if incremental else "full", "new_events": new_events.count(),
+    out = {"mode": "incremental" if incremental else "full", "new_events": new_events.count(),  # cached/cheap
            "users_rebuilt": n_users, "items": index.count(), "seconds": time.time() - t0,
            "cutoffs": [valid_cut, test_cut] if sc.split == "time" else None}
-    new_events.unpersist()
+    if incremental:
+        new_events.unpersist()
     index.unpersist()
     if not quiet:
         print(f"sequences ({out['mode']}): {out['new_events']:,} new events, {out['users_rebuilt']:,} user "
