@@ -169,7 +169,7 @@ def ml100k(args) -> None:
     ws = ml100k_workspace(args)
     over = json.loads(args.overrides) if args.overrides else {}
     rows = {}
-    for K in (4, 1):
+    for K in [int(k) for k in args.ks.split(",")]:
         runs = [_child("ml100k_run", {"workspace": str(ws), "K": K, "seed": s, "threads": args.threads,
                                       "overrides": over}, mem_gb=args.mem_gb, timeout=7200)
                 for s in range(args.seeds)]
@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("what", choices=["throughput", "loss-scaling", "ml100k", "all"])
     ap.add_argument("--workspace", default="/tmp/guim_bench_ml100k", help="ML-100K workspace (built if missing)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--ks", default="4,1", help="ml100k: numbers of interests to compare")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--history", type=int, default=1000, help="sequences.max_len for ML-100K (all history)")
     ap.add_argument("--overrides", default="", help='JSON dict of TrainConfig overrides, e.g. {"epochs": 30}')

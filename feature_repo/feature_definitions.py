@@ -16,12 +16,18 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Array, Float32, String
 
 # Written by `guim publish`: {"K", "d", "model_version", "offline_store", "sources": {...}}
-_MODEL = json.loads((Path(os.environ.get("GUIM_MODEL_JSON", Path(__file__).with_name("guim_model.json")))).read_text())
+_MODEL_JSON = Path(os.environ.get("GUIM_MODEL_JSON", Path(__file__).with_name("guim_model.json")))
+if not _MODEL_JSON.exists():
+    raise FileNotFoundError(f"{_MODEL_JSON} not found: this is the template; `guim publish` writes the "
+                            "applied repository (with K and d) into <workspace>/feature_repo")
+_MODEL = json.loads(_MODEL_JSON.read_text())
 K: int = _MODEL["K"]
 D: int = _MODEL["d"]
 
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user of the behaviour log")
-item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="An item of the catalogue")
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
+              description="A user of the behaviour log")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
+              description="An item of the catalogue")
 
 
 def _source(name: str):

@@ -5,7 +5,7 @@ item v by u_k . v). Search runs on ONE thread: on a 2-core shared machine severa
 a 4-query search ~50x slower (REFERENCE.md "Serving floors"). The folder holds
 
 - ``index.faiss``  the HNSW graph and vectors,
-- ``vectors.npy``  the item vectors (N, d) float32, memory-mapped for exact re-scoring of candidates,
+- ``vectors.npy``  the item vectors (N, d) float32, held in memory for exact re-scoring of candidates,
 - ``items.npy``    item ids in index order,
 - ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at.
 """
@@ -80,7 +80,7 @@ class ItemIndex:
         meta = json.loads((folder / "meta.json").read_text())
         index = faiss.read_index(str(folder / "index.faiss"))
         index.hnsw.efSearch = meta["ef_search"]
-        return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy", mmap_mode="r"), meta)
+        return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy"), meta)
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` rows by inner product for each query (Q, d) -> scores (Q, n), rows (Q, n); -1 = none."""

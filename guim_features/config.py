@@ -132,6 +132,10 @@ class TrainConfig:
     max_len: int = opt(50, "Behaviours the encoder sees; longer training histories are cut into windows")
     id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
+    interest_residual: bool = opt(False, "Add the last position's state to every interest (more accurate next "
+                                         "item, less diverse interests)")
+    diversity_weight: float = opt(0.1, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
+                                       "(ComiRec-SA): pushes the interests onto different events")
     score: str = opt("max", "User-item score over the K interests: max | lse (weight-weighted log-sum-exp)")
     train_score: str = opt("route", "Training logits: route (each target trains the interest closest to it, "
                                     "cost of K = 1; weights learn to predict that interest) | exact (`score`)")
@@ -162,7 +166,7 @@ class TrainConfig:
     seed: int = opt(0, "Random seed (weights, shuffling, masking, negatives)")
     device: str = opt("auto", "auto (cuda if present) | cpu | cuda")
     amp: bool = opt(True, "bf16 autocast when training on CUDA")
-    threads: int = opt(2, "torch.set_num_threads on CPU (0 = torch's default)")
+    threads: int = opt(2, "torch.set_num_threads on CPU (0 = torch's default; 1 on a crowded machine)")
     # -- outputs ---------------------------------------------------------------------------
     checkpoint_dir: str = opt("checkpoints", "Checkpoint folder, relative to the workspace (--resume reads it)")
     experiment: str = opt("guim", "MLflow experiment name")

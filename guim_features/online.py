@@ -19,6 +19,8 @@ Feast's own materialization does.
 from __future__ import annotations
 
 import struct
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -134,10 +136,11 @@ def _write_sqlite(store, view, keys, values, event_ts, progress) -> None:
     ts_text = _sqlite_epochs(event_ts)
     names = list(values)
     texts = {n: _string_texts(values[n]) if text.get(n) else None for n in names}
+    order = sorted(range(len(keys)), key=keys.__getitem__)   # key order: B-tree inserts stay local
     for start in range(0, len(keys), CHUNK):
         stop = min(start + CHUNK, len(keys))
         rows = [(keys[i], n, values[n][i], texts[n][i] if texts[n] is not None else None, ts_text[i], created)
-                for i in range(start, stop) for n in names]
+                for i in order[start:stop] for n in sorted(names)]
         with conn:
             conn.executemany(sql, rows)
         if progress:
@@ -219,3 +222,35 @@ def record_interval(store, view_name: str, start: datetime, end: datetime) -> No
     """Record the materialized interval in the registry, as ``FeatureStore.materialize`` does."""
     view = store.get_feature_view(view_name)
     store.registry.apply_materialization(view, store.project, start, end)
+
+
+@contextmanager
+def redis_server(port: int = 0):
+    """A throw-away ``redis-server`` on loopback (no persistence) for tests and benchmarks; yields host:port."""
+    import shutil
+    import socket
+    import subprocess
+
+    import redis
+
+    if shutil.which("redis-server") is None:
+        raise GuimError("redis-server not found: apt-get install redis-server")
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise GuimError(f"redis-server did not start on port {port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

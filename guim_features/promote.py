@@ -128,7 +128,7 @@ def run(cfg, args) -> int:
         old = version_scores(cfg, client, champion, data)
         new = version_scores(cfg, client, challenger, data)
         decision = gate(old, new, p.primary_metric, p.tolerance, headline_metrics(old))
-        print(f"{'metric':<38} {'champion v' + champion.version:>14} {'challenger v' + challenger.version:>15}")
+        print(f"{'metric':<38} {f'champion v{champion.version}':>14} {f'challenger v{challenger.version}':>15}")
         for m, a, b, allowed, ok in decision.rows:
             print(f"{m:<38} {a:>14.4f} {b:>15.4f}  {'ok' if ok else 'REGRESSED'}"
                   + (" (primary)" if m == p.primary_metric else ""))
@@ -140,11 +140,11 @@ def run(cfg, args) -> int:
     if dry:
         return 0 if decision.accepted else 1
     tags = {"promote.decision": verdict, "promote.reason": decision.reason[:5000],
-            "promote.champion_version": champion.version if champion else "",
+            "promote.champion_version": str(champion.version) if champion else "",
             "promote.primary_metric": p.primary_metric, "promote.tolerance": str(p.tolerance),
             "promote.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **scores}
     for k, v in tags.items():
-        client.set_model_version_tag(name, challenger.version, k, v)
+        client.set_model_version_tag(name, str(challenger.version), k, v)
     if decision.accepted:
-        client.set_registered_model_alias(name, p.champion, challenger.version)
+        client.set_registered_model_alias(name, p.champion, str(challenger.version))
     return 0 if decision.accepted else 1

@@ -205,8 +205,8 @@ def materialize(cfg, store, users, items, k: int, progress=None) -> dict:
                       {"vector": online.encode_float_lists(vec),
                        "model_version": _strings(items["model_version"])}, _times(items), progress)
     for view, t in ((USER_VIEW, users), (ITEM_VIEW, items)):
-        ts = t["event_timestamp"].to_pylist()
-        online.record_interval(store, view, _utc(min(ts)), _utc(max(ts)) + timedelta(microseconds=1))
+        ts = _times(t)
+        online.record_interval(store, view, min(ts), max(ts) + timedelta(microseconds=1))
     return {"seconds": time.perf_counter() - t0, USER_VIEW: n_users, ITEM_VIEW: items.num_rows,
             "user_rows_per_s": n_users / max(user_s, 1e-9)}
 
@@ -232,12 +232,15 @@ def _strings(column) -> list[bytes]:
     return [cache.get(s) or cache.setdefault(s, online.encode_string(s)) for s in column.to_pylist()]
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
 def _times(table) -> list[datetime]:
-    return [_utc(t) for t in table["event_timestamp"].to_pylist()]
+    """event_timestamp as aware UTC datetimes, one object per distinct instant (snapshots share one)."""
+    import pyarrow as pa
+
+    us = table["event_timestamp"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    uniq, inv = np.unique(us, return_inverse=True)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    dts = [epoch + timedelta(microseconds=int(u)) for u in uniq]
+    return [dts[i] for i in inv.tolist()]
 
 
 # -- popularity fallback, MLflow -------------------------------------------------------------------
@@ -315,6 +318,9 @@ def run(cfg, args) -> int:
         get_spark(cfg.spark)  # Feast's Spark store reuses the active session (Delta configured)
     users_all, items_all = read_gold(cfg, "user_embeddings"), read_gold(cfg, "item_embeddings")
     version = choose_version(users_all, getattr(args, "model_version", None))
+    if cfg.publish.materialize == "feast" and version != choose_version(users_all, None):
+        raise GuimError(f"Feast's own materialize always loads the newest snapshot, not version {version}: "
+                        "use --set publish.materialize=fast to publish an older version")
     users = latest_snapshot(users_all, "user_id", version)
     items = latest_snapshot(items_all, "item_id", version)
     inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)

@@ -86,7 +86,7 @@ class Recommender:
         w = np.asarray(row["weights"][0], dtype=np.float32)                                  # (K,)
         _, rows = self.index.search(q, self.candidates or k)                                 # (K, n)
         cand = np.unique(rows[rows >= 0])                                                    # (C,)
-        s = np.asarray(self.index.vectors[cand]) @ q.T                                       # (C, K)
+        s = self.index.vectors[cand] @ q.T                                                   # (C, K)
         if self.rule == "max":
             score, best = s.max(1), s.argmax(1)                                              # (C,), (C,)
         else:
@@ -94,8 +94,9 @@ class Recommender:
             m = z.max(1, keepdims=True)
             score, best = (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
         top = np.argsort(-score, kind="stable")[:k]
-        items = [{"item_id": str(self.index.item_ids[cand[j]]), "score": float(score[j]),
-                  "interest": int(best[j]), "weight": float(w[best[j]])} for j in top]
+        ids = self.index.item_ids[cand[top]].tolist()
+        items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
+                 zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
         return Recommendation(str(user_id), version, items)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -144,6 +145,9 @@ def signature():
                      ColSpec(F, "image", required=False)])
     outputs = Schema([ColSpec(F, c, required=False) for c in ("interests", "weights", "vector")])
     return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("kind", DataType.string, "auto")]))
+
+
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")  # old-style predict on purpose
 
 
 class GuimPyfunc(mlflow.pyfunc.PythonModel):

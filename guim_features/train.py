@@ -115,7 +115,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     from .model import GUIM, model_args
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    ckdir = Path(cfg.resolve(cfg.train.checkpoint_dir))
+    tc = _train_config(cfg, seed, overrides)
+    ckdir = Path(cfg.resolve(tc.checkpoint_dir))
     last = ckdir / "last.pt"
     state = None
     if resume:
@@ -123,8 +124,6 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             raise GuimError(f"--resume: no unfinished run to resume (no {last}); start one with `guim train`")
         state = torch.load(last, map_location="cpu", weights_only=False)
         tc = dataclasses.replace(cfg.train, **state["train_config"])     # the interrupted run's settings
-    else:
-        tc = _train_config(cfg, seed, overrides)
     device = _device(tc)
     if device.type == "cpu" and tc.threads:
         torch.set_num_threads(tc.threads)
@@ -300,6 +299,14 @@ def _worker(workspace: str, overrides: list, resume: bool = False):
     return None
 
 
+def _print_result(res: TrainResult) -> None:
+    m = res.metrics
+    print(f"test Recall@20 {m['test_recall@20']:.4f}  NDCG@20 {m['test_ndcg@20']:.4f}  "
+          f"(valid Recall@20 {m['valid_recall@20']:.4f}, best epoch {m['best_epoch']}/{m['epochs']})")
+    if res.model_version:
+        print(f"registered model version {res.model_version} (alias challenger), run {res.run_id}")
+
+
 if __name__ == "__main__":   # the torchrun entry point of `guim train --num-processes N`
     import argparse
 
@@ -309,11 +316,3 @@ if __name__ == "__main__":   # the torchrun entry point of `guim train --num-pro
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
     _worker(a.workspace, a.overrides, a.resume)
-
-
-def _print_result(res: TrainResult) -> None:
-    m = res.metrics
-    print(f"test Recall@20 {m['test_recall@20']:.4f}  NDCG@20 {m['test_ndcg@20']:.4f}  "
-          f"(valid Recall@20 {m['valid_recall@20']:.4f}, best epoch {m['best_epoch']}/{m['epochs']})")
-    if res.model_version:
-        print(f"registered model version {res.model_version} (alias challenger), run {res.run_id}")

@@ -38,11 +38,11 @@ def test_interface_shapes(K):
     assert items.shape == (50, 16)
     assert m.score(interests, weights, items).shape == (3, 50)
     loss, parts = m.train().loss({"items": seqs(4, 11)[0], "behavior": seqs(4, 11)[1], "gaps": seqs(4, 11)[2]})
-    assert loss.dim() == 0 and torch.isfinite(loss) and set(parts) == {"next"}
+    assert loss.dim() == 0 and torch.isfinite(loss) and set(parts) == ({"next"} if K == 1 else {"next", "overlap"})
 
 
 def test_score_rules_by_hand():
-    m = make(K=2)
+    m = make(K=2, normalize=False)                                # dot product
     interests = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])          # (1, K=2, d=2)
     weights = torch.tensor([[0.25, 0.75]])
     items = torch.tensor([[3.0, 1.0], [0.0, -1.0]])               # (N=2, d=2)
@@ -51,6 +51,25 @@ def test_score_rules_by_hand():
     m.args["score"] = "lse"
     expect = [np.log(0.25 * np.exp(3) + 0.75 * np.exp(2)), np.log(0.25 * np.exp(0) + 0.75 * np.exp(-2))]
     assert torch.allclose(m.score(interests, weights, items), torch.tensor([expect], dtype=torch.float32), atol=1e-5)
+
+
+def test_cosine_score_by_hand():
+    m = make(K=2, normalize=True)
+    interests = torch.tensor([[[2.0, 0.0], [0.0, 3.0]]])
+    items = torch.tensor([[1.0, 1.0], [0.0, -5.0]])
+    # cosines: item0 -> (0.7071, 0.7071), item1 -> (0, -1); max over interests
+    assert torch.allclose(m.score(interests, torch.ones(1, 2) / 2, items), torch.tensor([[0.70711, 0.0]]), atol=1e-4)
+
+
+def test_routed_and_exact_training_logits():
+    for rule in ("route", "exact"):
+        m = make(K=3, train_score=rule).train()
+        items = torch.randint(3, 53, (4, 11))
+        loss, parts = m.loss({"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)})
+        loss.backward()
+        assert torch.isfinite(loss) and m.mixture.queries.grad is not None
+        # the interest weights are trained in both modes (route: they predict the routed interest)
+        assert m.mixture.gate.weight.grad is not None and m.mixture.gate.weight.grad.abs().sum() > 0
 
 
 def test_unknown_options_raise():
@@ -120,7 +139,7 @@ def test_full_catalogue_when_small_and_mlm_objective():
     m = make(negatives="auto", mlm_weight=0.5, mask_prob=0.5).train()
     items = torch.randint(3, 53, (4, 11))
     loss, parts = m.loss({"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)})
-    assert set(parts) == {"next", "mlm"}
+    assert set(parts) == {"next", "mlm", "overlap"}
     loss.backward()
     assert m.tower.id_emb.weight.grad is not None
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -77,7 +76,8 @@ def test_point_in_time_join(published):
     _, store = published
     entity_df = pd.DataFrame({
         "user_id": ["alice", "alice", "alice", "bob"],
-        "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2025-12-01", "2026-01-31T23:59:00"], utc=True, format="ISO8601"),
+        "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2025-12-01", "2026-01-31T23:59:00"],
+                                          utc=True, format="ISO8601"),
         "label": [1, 0, 1, 0]})
     df = store.get_historical_features(entity_df=entity_df, features=ALICE_FEATURES).to_df()
     df = df.sort_values("event_timestamp").set_index("event_timestamp")
@@ -165,7 +165,10 @@ def test_embed_exports_every_user_and_item(tmp_path, spark):
     # the Spark tasks compute what the embedder computes in one process
     emb = load_embedder(f"models:/guim/{res.model_version}", tracking_uri=cfg.mlflow_uri)
     feats = DeltaTable(cfg.table("item_features")).to_pandas()
-    direct = dict(zip(feats["item_id"], emb.encode_items(feats)))
+    vectors = emb.encode_items(feats)
+    if emb.config.get("normalize"):                     # cosine models are exported L2-normalised
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    direct = dict(zip(feats["item_id"], vectors))
     for item_id, vec in zip(items["item_id"], items["vector"]):
         assert np.allclose(vec, direct[item_id], atol=1e-5)
     # same version again: nothing added

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
-import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -26,21 +24,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_port():
     """A throw-away redis-server on a free loopback port, stopped at the end."""
-    import redis
+    from guim_features.online import redis_server
 
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    with redis_server() as conn:
+        yield int(conn.rsplit(":", 1)[1])
 
 
 @pytest.fixture(scope="module")

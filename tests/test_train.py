@@ -12,7 +12,7 @@ import pytest
 from guim_features.config import load_config
 
 # small and fast; the default TrainConfig is sized for real data
-TINY = {"d": 32, "layers": 1, "heads": 2, "batch_size": 32, "epochs": 25, "patience": 25, "lr": 3e-3,
+TINY = {"d": 32, "layers": 1, "heads": 2, "batch_size": 32, "epochs": 8, "patience": 8, "lr": 3e-3,
         "warmup_steps": 10, "threads": 2}
 
 
@@ -80,7 +80,7 @@ def test_k1_trains_and_scores(planted):
     from guim_features.train import train_model
 
     ws, info = planted
-    res = train_model(load_config(ws), overrides={**TINY, "K": 1, "epochs": 6}, seed=1, mlflow_log=False,
+    res = train_model(load_config(ws), overrides={**TINY, "K": 1, "epochs": 4}, seed=1, mlflow_log=False,
                       register=False, progress=False)
     emb = res.embedder
     assert emb.K == 1

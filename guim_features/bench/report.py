@@ -126,7 +126,7 @@ def tag_version(client, mv, results: dict, fingerprint: str, run_id: str = "") -
 
     for t, ms in results.items():
         for k, v in ms.items():
-            client.set_model_version_tag(mv.name, mv.version, mlflow_key(f"bench.{t}.{k}"), f"{v['mean']:.6f}")
-    client.set_model_version_tag(mv.name, mv.version, "bench.data", fingerprint[-5000:])
+            client.set_model_version_tag(mv.name, str(mv.version), mlflow_key(f"bench.{t}.{k}"), f"{v['mean']:.6f}")
+    client.set_model_version_tag(mv.name, str(mv.version), "bench.data", fingerprint[-5000:])
     if run_id:
-        client.set_model_version_tag(mv.name, mv.version, "bench.run_id", run_id)
+        client.set_model_version_tag(mv.name, str(mv.version), "bench.run_id", run_id)

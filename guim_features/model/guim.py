@@ -8,7 +8,8 @@ the weights, so loading never needs the caller to restate hyper-parameters.
 - User encoder: Transformer over item (from the item tower, shared with the output side),
   behaviour, time-gap and position embeddings.
 - Mixture of representation: K learned interest queries (each shifted by the position's own
-  state) attend over the encoded sequence; interest k = LayerNorm(h_t + W_o attn_k); the K
+  state) attend over the encoded sequence; interest k = LayerNorm(W_o attn_k) (+ h_t with
+  ``interest_residual``: more accurate, less diverse); the K
   weights are a softmax of a learned gate over the interests.
 - Objectives: next-item prediction at every position plus BERT-style masked-item prediction
   (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
@@ -33,7 +34,8 @@ from ..schemas import FIRST_ITEM_INDEX, MASK
 from .towers import ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
-HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "score", "train_score",
+HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual", "diversity_weight",
+         "score", "train_score",
          "normalize",
          "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler")
@@ -87,27 +89,32 @@ class Block(nn.Module):
 class InterestMixture(nn.Module):
     """K interest queries attend over the encoded sequence -> K vectors and K softmax weights."""
 
-    def __init__(self, d: int, K: int, p: float):
+    def __init__(self, d: int, K: int, p: float, residual: bool):
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(K, d) * 0.02)                   # (K, d)
+        self.residual = residual
+        self.queries = nn.Parameter(torch.randn(K, d))     # (K, d); unit scale so the K maps start apart
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.gate = nn.Linear(d, 1)
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(p)
 
     def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None):
         """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
-        queries (None = all L). Returns interests (B, T, K, d) and weights (B, T, K)."""
+        queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and the penalty
+        ||A A^T - I||_F^2 of the K attention maps (B, T): 0 when they are one-hot on different events."""
         hq = h if rows is None else h[:, rows]                                 # (B, T, d)
         B, T, d = hq.shape
         K = self.queries.shape[0]
         q = (self.queries[None, None] + self.q(hq)[:, :, None]).view(B, T * K, d)   # (B, T*K, d)
         att = torch.bmm(q, self.k(h).transpose(1, 2)) / math.sqrt(d)         # (B, T*K, L)
         bias = torch.zeros(allowed.shape, dtype=att.dtype, device=att.device).masked_fill(~allowed, float("-inf"))
-        att = (att.view(B, T, K, -1) + bias[:, :, None]).softmax(-1).view(B, T * K, -1)
-        o = torch.bmm(att, self.v(h)).view(B, T, K, d)                         # (B, T, K, d)
-        interests = self.norm(hq[:, :, None] + self.drop(self.o(o)))          # (B, T, K, d)
+        att = (att.view(B, T, K, -1) + bias[:, :, None]).softmax(-1)           # (B, T, K, L)
+        gram = att @ att.transpose(-1, -2)                                      # (B, T, K, K)
+        overlap = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))  # (B, T) ||A A^T - I||^2
+        o = torch.bmm(att.view(B, T * K, -1), self.v(h)).view(B, T, K, d)      # (B, T, K, d)
+        interests = self.drop(self.o(o))                                       # (B, T, K, d)
+        interests = self.norm(interests + hq[:, :, None] if self.residual else interests)
         weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
-        return interests, weights
+        return interests, weights, overlap
 
 
 class GUIM(nn.Module):
@@ -122,7 +129,7 @@ class GUIM(nn.Module):
         self.in_norm, self.drop = nn.LayerNorm(d), nn.Dropout(a["dropout"])
         self.blocks = nn.ModuleList(Block(d, a["heads"], a["dropout"]) for _ in range(a["layers"]))
         self.out_norm = nn.LayerNorm(d)
-        self.mixture = InterestMixture(d, a["K"], a["dropout"])
+        self.mixture = InterestMixture(d, a["K"], a["dropout"], a["interest_residual"])
         self.log_tau = nn.Parameter(torch.tensor(math.log(a["temperature"])),
                                     requires_grad=bool(a["learn_temperature"]))
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
@@ -144,7 +151,7 @@ class GUIM(nn.Module):
         h, valid = self.encode(item_idx, behavior, gaps, causal=True)       # (B, L, d)
         allowed = valid[:, None, :].clone()                                  # (B, 1, L)
         allowed[:, :, -1] = True                                             # empty sequence: itself
-        interests, weights = self.mixture(h, allowed, rows=torch.tensor([h.shape[1] - 1], device=h.device))
+        interests, weights, _ = self.mixture(h, allowed, rows=torch.tensor([h.shape[1] - 1], device=h.device))
         return interests[:, 0], weights[:, 0]
 
     def score(self, interests: torch.Tensor, weights: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -173,10 +180,13 @@ class GUIM(nn.Module):
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
-            interests, weights = self.mixture(h, allowed)                       # (B, L, K, d), (B, L, K)
+            interests, weights, overlap = self.mixture(h, allowed)              # (B, L, K, d), (B, L, K)
             pos = valid & (tgt > 0)                                             # (B, L)
             parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache)
             total = total + a["next_weight"] * parts["next"]
+            if a["K"] > 1 and a["diversity_weight"] > 0:
+                parts["overlap"] = overlap[pos].mean()
+                total = total + a["diversity_weight"] * parts["overlap"]
         if a["mlm_weight"] > 0:
             seq, beh, gaps = tgt, batch["behavior"][:, 1:], batch["gaps"][:, 1:]
             real = seq >= FIRST_ITEM_INDEX
@@ -251,15 +261,16 @@ class GUIM(nn.Module):
         """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar."""
         vecs, labels, logq = self._candidates(y, cache)
         aux = 0.0
-        if interests.shape[1] > 1 and self.args["train_score"] == "route":
-            with torch.no_grad():   # label-aware routing (ComiRec, Cen et al. 2020): the interest nearest the target
+        if interests.shape[1] > 1:
+            with torch.no_grad():   # the interest nearest the target (label-aware, ComiRec, Cen et al. 2020)
                 t = vecs[labels].detach()                                     # (P, d)
                 if self.args["normalize"]:
                     t = F.normalize(t, dim=-1)
                 k = torch.einsum("pkd,pd->pk", F.normalize(interests, dim=-1) if self.args["normalize"]
                                  else interests, t).argmax(-1)                # (P,)
-            interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
-            aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)   # weights predict the interest
+            aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)   # weights predict that interest
+            if self.args["train_score"] == "route":                           # only it is scored: cost of K = 1
+                interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
         logits = self.score(interests, weights, vecs) / self.log_tau.exp()    # (P, N)
         if logq is not None:
             logits = logits - logq[None]

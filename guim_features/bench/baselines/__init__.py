@@ -57,7 +57,9 @@ class Embeddings:
 
     def top_items(self, data, k: int, chunk: int = 512) -> np.ndarray:
         """(U, k) item_idx ranked best first over ALL items, excluding reserved indices and the
-        user's earlier (test-input) items (REFERENCE.md protocol). Cached per k."""
+        user's earlier (test-input) items (REFERENCE.md protocol); -1 pads a list when fewer than k
+        items are left. Cached per k."""
+        k = min(k, data.n_items)
         if k not in self._top:
             out = np.zeros((data.n_users, k), dtype=np.int64)
             for s in range(0, data.n_users, chunk):
@@ -68,7 +70,8 @@ class Embeddings:
                     sc[j, data.test_input(u)] = -np.inf
                 part = np.argpartition(-sc, k - 1, axis=1)[:, :k]  # (B, k) unordered
                 order = np.argsort(-np.take_along_axis(sc, part, 1), axis=1, kind="stable")
-                out[rows] = np.take_along_axis(part, order, 1)
+                top = np.take_along_axis(part, order, 1)  # (B, k)
+                out[rows] = np.where(np.isneginf(np.take_along_axis(sc, top, 1)), -1, top)
             self._top[k] = out
         return self._top[k]
 

@@ -66,4 +66,4 @@ class GuimModel(Method):
     def embed(self, data, seed: int) -> Embeddings:
         from ...embedder import load_embedder
 
-        return embed_with(load_embedder(self.uri), data)
+        return embed_with(load_embedder(self.uri, tracking_uri=self.cfg.mlflow_uri), data)

@@ -24,7 +24,7 @@ def evaluate(data, emb, cfg) -> dict:
     for u in range(data.n_users):
         future = set().union(*(groups[i] for i in data.test_targets(u)))
         if future:
-            vals.append(coverage(set().union(*(groups[i] for i in top[u])), future))
+            vals.append(coverage(set().union(*(groups[i] for i in top[u] if i >= 0)), future))
     if not vals:
         raise Skip("no test item has a category or tag in labels_items")
     return {"coverage": float(np.mean(vals))}

@@ -1,0 +1,169 @@
+"""Serving benchmark (issue 4, item 9): online lookup + multi-interest retrieval, and materialization.
+
+    python bench/serving.py [--items 100000] [--users 20000] [--lookups 2000] [--k 20] [--K 4] [--d 64]
+                            [--feast-rows 2000] [--redis HOST:PORT] [--out results.json]
+
+Random unit-norm vectors (the latency does not depend on their values). For SQLite and for Redis
+(a throw-away ``redis-server`` on loopback unless ``--redis`` is given), in one run:
+
+- materialization throughput in user rows/s: the fast path (guim_features.online) over ``--users``
+  rows, and Feast's own ``materialize`` over ``--feast-rows`` rows, for comparison;
+- p50 / p95 / p99 latency over ``--lookups`` random users of: one ``guim recommend`` call
+  (Feast lookup of K vectors + weights + version, HNSW search per interest, exact merge),
+  next to its two floors: Feast's bare ``get_online_features`` for the same features, and the
+  index search alone (K queries, one thread).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _unit(rng, *shape):
+    x = rng.normal(size=shape).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0):
+    """Random gold tables (pyarrow) of one snapshot, model version 'bench'."""
+    import pyarrow as pa
+
+    from guim_features.embed import _nested
+
+    rng = np.random.default_rng(seed)
+    ts = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    w = rng.dirichlet(np.ones(K), size=n_users).astype(np.float32)
+    users = pa.table({"user_id": [f"u{i}" for i in range(n_users)],
+                      "interests": _nested(_unit(rng, n_users, K, d), d, K), "weights": _nested(w, K),
+                      "model_version": ["bench"] * n_users, "event_timestamp": ts.take([0] * n_users)})
+    items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": _nested(_unit(rng, n_items, d), d),
+                      "model_version": ["bench"] * n_items, "event_timestamp": ts.take([0] * n_items)})
+    return users, items
+
+
+def pct(xs) -> dict:
+    a = np.asarray(xs) * 1e3
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99))}
+
+
+def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> dict:
+    from guim_features import publish
+    from guim_features.config import load_config
+    from guim_features.recommend import Recommender
+
+    sets = [f"publish.online_store={kind}"] + ([f"publish.redis={conn}"] if kind == "redis" else [])
+    cfg = load_config(root / kind, sets)
+    repo = publish.write_repo(cfg, args.K, args.d, "bench", users, items)
+    store = publish.feast_apply(repo)
+    out = {}
+    # -- materialization: the fast path over all users, Feast's own over a slice ----------
+    t0 = time.perf_counter()
+    n = publish.write_users(store, users, args.K)
+    out["fast_rows_per_s"] = n / (time.perf_counter() - t0)
+    if args.feast_rows:
+        # Feast's path re-reads the offline Parquet; give it a file holding only the slice
+        sub = users.slice(0, args.feast_rows)
+        cfg2 = load_config(root / f"{kind}_feast", sets)
+        repo2 = publish.write_repo(cfg2, args.K, args.d, "bench", sub, items.slice(0, 1))
+        store2 = publish.feast_apply(repo2)
+        t0 = time.perf_counter()
+        store2.materialize(start_date=datetime(2025, 12, 31, tzinfo=timezone.utc),
+                           end_date=datetime(2026, 1, 2, tzinfo=timezone.utc), feature_views=["user_interests"])
+        out["feast_rows_per_s"] = args.feast_rows / (time.perf_counter() - t0)
+    # -- latency ----------------------------------------------------------------------------
+    rec = Recommender(cfg, store=store, index=index)
+    rng = np.random.default_rng(1)
+    sample = [f"u{i}" for i in rng.integers(0, users.num_rows, args.lookups)]
+    inter = publish.matrix(users["interests"])                                   # (N, K, d)
+    for uid in sample[:50]:                                                      # warm-up
+        rec.recommend(uid, args.k)
+    # interleaved per user, so the three paths see the same machine noise
+    lookup, search, full = [], [], []
+    for uid in sample:
+        q = inter[int(uid[1:])]                                                  # (K, d)
+        t0 = time.perf_counter()
+        store.get_online_features(features=rec.features, entity_rows=[{"user_id": uid}]).to_dict()
+        t1 = time.perf_counter()
+        index.search(q, args.k)
+        t2 = time.perf_counter()
+        r = rec.recommend(uid, args.k)
+        t3 = time.perf_counter()
+        lookup.append(t1 - t0)
+        search.append(t2 - t1)
+        full.append(t3 - t2)
+        assert len(r.items) == args.k and not r.fallback
+    out.update(lookup=pct(lookup), search=pct(search), recommend=pct(full))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--users", type=int, default=20_000, help="user rows materialized (fast path)")
+    p.add_argument("--lookups", type=int, default=2000, help="random users timed")
+    p.add_argument("--feast-rows", type=int, default=2000, dest="feast_rows", help="rows for Feast's own materialize")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--K", type=int, default=4)
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--redis", help="use this Redis (host:port) instead of starting one")
+    p.add_argument("--stores", default="sqlite,redis")
+    p.add_argument("--out", help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from guim_features.ann import ItemIndex
+    from guim_features.online import redis_server
+
+    users, items = gold(args.users, args.items, args.K, args.d)
+    t0 = time.perf_counter()
+    from guim_features import publish
+
+    index = ItemIndex.build(items["item_id"].to_pylist(), publish.matrix(items["vector"]), "bench", K=args.K,
+                            score="max")
+    build_s = time.perf_counter() - t0
+    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "feast_rows")},
+               "index_build_s": build_s}
+    root = Path(tempfile.mkdtemp(prefix="guim_bench_"))
+    try:
+        for kind in args.stores.split(","):
+            if kind == "redis" and not args.redis:
+                with redis_server() as conn:
+                    results[kind] = one_store(kind, conn, users, items, index, args, root)
+            else:
+                results[kind] = one_store(kind, args.redis or "", users, items, index, args, root)
+            print(f"{kind}: done", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\nServing: {args.lookups} random users, {args.items:,} items, K={args.K}, d={args.d}, k={args.k} "
+          f"(HNSW M=32, efSearch 64, 1 thread; index built in {build_s:.1f}s)\n")
+    print("| store | path | p50 ms | p95 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
+    for kind in args.stores.split(","):
+        r = results[kind]
+        for name, key in (("recommend (lookup + retrieval)", "recommend"), ("floor: Feast get_online_features",
+                                                                              "lookup"),
+                          ("floor: index search alone", "search")):
+            q = r[key]
+            print(f"| {kind} | {name} | {q['p50']:.3f} | {q['p95']:.3f} | {q['p99']:.3f} |")
+    print("\n| store | materialization | user rows/s |\n| --- | --- | --- |")
+    for kind in args.stores.split(","):
+        r = results[kind]
+        print(f"| {kind} | guim fast path ({args.users:,} rows) | {r['fast_rows_per_s']:,.0f} |")
+        if "feast_rows_per_s" in r:
+            print(f"| {kind} | Feast materialize ({args.feast_rows:,} rows) | {r['feast_rows_per_s']:,.0f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
