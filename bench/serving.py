@@ -58,7 +58,7 @@ def pct(xs) -> dict:
 
 
 def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> dict:
-    from guim_features import publish
+    from guim_features import online, publish
     from guim_features.config import load_config
     from guim_features.recommend import Recommender
 
@@ -69,7 +69,7 @@ def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> di
     out = {}
     # -- materialization: the fast path over all users, Feast's own over a slice ----------
     t0 = time.perf_counter()
-    n = publish.write_users(store, users, args.K)
+    n = online.write_users(store, users, args.K)
     out["fast_rows_per_s"] = n / (time.perf_counter() - t0)
     if args.feast_rows:
         # Feast's path re-reads the offline Parquet; give it a file holding only the slice

@@ -49,6 +49,7 @@ def loss_step(n_items: int, negatives: str, batch: int = 64, L: int = 50, d: int
 
     from guim_features.config import TrainConfig
     from guim_features.model import GUIM, model_args
+    from guim_features.train import optimizers
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -61,16 +62,18 @@ def loss_step(n_items: int, negatives: str, batch: int = 64, L: int = 50, d: int
     m.tower.set_bank({"cat": rng.integers(0, 50, (n_items, 3)), "num": rng.normal(size=(n_items, 2)),
                       "title": rng.integers(0, 4097, (n_items, 8)), "tags": rng.integers(0, 50, (n_items, 4)),
                       "image": np.zeros((n_items, 0)), "has_image": np.zeros(n_items)})
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    opts = optimizers(m, tc)                               # as the trainer: AdamW (+ SparseAdam for ids)
     items = torch.as_tensor(rng.zipf(1.3, (batch, L + 1)) % (n_items - 3) + 3)
     b = {"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)}
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
         loss, _ = m.loss(b)
-        opt.zero_grad(set_to_none=True)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for o in opts:
+            o.step()
         if i:                                   # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t)
     return {"step_s": float(np.median(times))}
@@ -103,7 +106,8 @@ def throughput_run(workspace: str, threads: int = 2, steps: int = 30) -> dict:
     bank = ItemBank(cfg)
     m = GUIM(model_args(tc, bank.sizes())).train()
     m.tower.set_bank(bank.arrays())
-    opt = torch.optim.AdamW(m.parameters(), lr=tc.lr)
+    from guim_features.train import optimizers
+    opts = optimizers(m, tc)
     n, t0, done = 0, None, 0
     while done < steps + 2:
         for batch in TrainStream(cfg, tc.max_len, tc.batch_size, 0, tc.windows, tc.shuffle_buffer):
@@ -111,9 +115,11 @@ def throughput_run(workspace: str, threads: int = 2, steps: int = 30) -> dict:
                 t0, n = time.perf_counter(), 0              # skip two warm-up steps
             b = {k: torch.as_tensor(v) for k, v in batch.items()}
             loss, _ = m.loss(b)
-            opt.zero_grad(set_to_none=True)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            for o in opts:
+                o.step()
             n, done = n + len(b["items"]), done + 1
             if done >= steps + 2:
                 break

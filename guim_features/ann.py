@@ -63,12 +63,19 @@ class ItemIndex:
         return cls(index, np.asarray(item_ids).astype(str), vectors, meta)
 
     def save(self, folder: str | Path) -> Path:
+        """Write every file under a temporary name, then rename them in place (meta.json last)."""
+        import os
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _faiss().write_index(self.index, str(folder / "index.faiss"))
-        np.save(folder / "vectors.npy", self.vectors)
-        np.save(folder / "items.npy", self.item_ids)
-        (folder / "meta.json").write_text(json.dumps(self.meta, indent=1))
+        _faiss().write_index(self.index, str(folder / "index.faiss.tmp"))
+        with open(folder / "vectors.npy.tmp", "wb") as f:
+            np.save(f, self.vectors)
+        with open(folder / "items.npy.tmp", "wb") as f:
+            np.save(f, self.item_ids)
+        (folder / "meta.json.tmp").write_text(json.dumps(self.meta, indent=1))
+        for name in FILES:
+            os.replace(folder / f"{name}.tmp", folder / name)
         return folder
 
     @classmethod

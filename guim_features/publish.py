@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +36,21 @@ def ann_dir(cfg) -> Path:
 
 # -- reading the gold tables (delta-rs, no Spark) -------------------------------------------
 def read_gold(cfg, name: str):
-    """The whole gold table ``name`` as a pyarrow Table (clear error when it was never written)."""
+    """The whole gold table ``name`` as a pyarrow Table (clear error when it was never written).
+
+    Local paths are read with delta-rs; object-store URIs (s3a://, abfss://…) through Spark, which
+    already holds the credentials for them."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    path = cfg.table(name)
+    if "://" in path and not path.startswith("file://"):
+        from . import delta
+        from .spark import get_spark
+
+        return delta.read(get_spark(cfg.spark), path, name).toArrow()
     try:
-        return DeltaTable(cfg.table(name)).to_pyarrow_table()
+        return DeltaTable(path).to_pyarrow_table()
     except TableNotFoundError:
         raise GuimError(f"gold table {name} not found at {cfg.table(name)}: run `guim embed` first") from None
 
@@ -186,71 +194,24 @@ def feast_apply(repo: Path):
     return store
 
 
-# -- online materialization -----------------------------------------------------------------------
-def materialize(cfg, store, users, items, k: int, progress=None) -> dict:
-    """Newest snapshot rows -> online store; returns {view: rows} and the user rows/s."""
-    from . import online
-
-    if cfg.publish.materialize == "feast":
-        t0 = time.perf_counter()
-        store.materialize_incremental(end_date=datetime.now(timezone.utc) + timedelta(seconds=1))
-        return {"seconds": time.perf_counter() - t0, USER_VIEW: users.num_rows, ITEM_VIEW: items.num_rows}
-    if cfg.publish.materialize != "fast":
-        raise GuimError(f"publish.materialize={cfg.publish.materialize!r}: expected fast or feast")
-    t0 = time.perf_counter()
-    n_users = write_users(store, users, k, progress)
-    user_s = time.perf_counter() - t0
-    vec = matrix(items["vector"])                                            # (M, d)
-    online.write_view(store, ITEM_VIEW, "item_id", items["item_id"].to_pylist(),
-                      {"vector": online.encode_float_lists(vec),
-                       "model_version": _strings(items["model_version"])}, _times(items), progress)
-    for view, t in ((USER_VIEW, users), (ITEM_VIEW, items)):
-        ts = _times(t)
-        online.record_interval(store, view, min(ts), max(ts) + timedelta(microseconds=1))
-    return {"seconds": time.perf_counter() - t0, USER_VIEW: n_users, ITEM_VIEW: items.num_rows,
-            "user_rows_per_s": n_users / max(user_s, 1e-9)}
-
-
-def write_users(store, users, k: int, progress=None) -> int:
-    """Vectorised write of gold user rows (one per user) into the online user view."""
-    from . import online
-
-    inter = matrix(users["interests"])                                       # (N, K, d)
-    if inter.shape[1] != k:
-        raise GuimError(f"user vectors have K={inter.shape[1]} interests, the feature view K={k}")
-    values = {f"interest_{i}": online.encode_float_lists(inter[:, i, :]) for i in range(k)}
-    values["weights"] = online.encode_float_lists(matrix(users["weights"]))  # (N, K)
-    values["model_version"] = _strings(users["model_version"])
-    return online.write_view(store, USER_VIEW, "user_id", users["user_id"].to_pylist(), values,
-                             _times(users), progress)
-
-
-def _strings(column) -> list[bytes]:
-    from . import online
-
-    cache: dict = {}
-    return [cache.get(s) or cache.setdefault(s, online.encode_string(s)) for s in column.to_pylist()]
-
-
-def _times(table) -> list[datetime]:
-    """event_timestamp as aware UTC datetimes, one object per distinct instant (snapshots share one)."""
-    import pyarrow as pa
-
-    us = table["event_timestamp"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    uniq, inv = np.unique(us, return_inverse=True)
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    dts = [epoch + timedelta(microseconds=int(u)) for u in uniq]
-    return [dts[i] for i in inv.tolist()]
-
-
 # -- popularity fallback, MLflow -------------------------------------------------------------------
 def popular_items(cfg, n: int) -> list[str]:
     """The ``n`` most frequent items of bronze ``events`` (empty when there is no events table)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    path = cfg.table("events")
+    if "://" in path and not path.startswith("file://"):
+        from . import delta
+        from .spark import get_spark
+
+        spark = get_spark(cfg.spark)
+        if not delta.exists(spark, path):
+            return []
+        top = spark.read.format("delta").load(path).groupBy("item_id").count().orderBy("count", ascending=False)
+        return [r["item_id"] for r in top.limit(n).collect()]
     try:
-        ev = DeltaTable(cfg.table("events")).to_pyarrow_table(columns=["item_id"])
+        ev = DeltaTable(path).to_pyarrow_table(columns=["item_id"])
     except TableNotFoundError:
         return []
     counts = ev.group_by("item_id").aggregate([("item_id", "count")]).sort_by([("item_id_count", "descending")])
@@ -309,6 +270,7 @@ def run(cfg, args) -> int:
     """CLI entry: ``guim publish [--model-version V]``."""
     from tqdm import tqdm
 
+    from . import online
     from .ann import ItemIndex
 
     t0 = time.perf_counter()
@@ -325,20 +287,19 @@ def run(cfg, args) -> int:
     items = latest_snapshot(items_all, "item_id", version)
     inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)
     k, d = int(inter.shape[1]), int(inter.shape[2])
+    # build the index before touching the online store, so the two change within moments
+    index = ItemIndex.build(items["item_id"].to_pylist(), matrix(items["vector"]), version,
+                            cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
+                            K=k, score=score_rule(cfg, version), popular=popular_items(cfg, cfg.publish.popular))
     repo = write_repo(cfg, k, d, version, users_all, items_all)
     try:
         store = feast_apply(repo)
         with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
-            counts = materialize(cfg, store, users, items, k, bar.update)
+            counts = online.materialize(cfg, store, users, items, k, bar.update)
     except Exception as e:
         if cfg.publish.online_store != "redis":
             raise
-        from .online import redis_error
-
-        raise redis_error(cfg.publish.redis, e) from None
-    index = ItemIndex.build(items["item_id"].to_pylist(), matrix(items["vector"]), version,
-                            cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
-                            K=k, score=score_rule(cfg, version), popular=popular_items(cfg, cfg.publish.popular))
+        raise online.redis_error(cfg.publish.redis, e) from None
     folder = index.save(ann_dir(cfg))
     run_id = log_to_mlflow(cfg, version, folder)
     rate = counts.get("user_rows_per_s")

@@ -90,15 +90,19 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def _optimizer(model, tc):
+def optimizers(model, tc) -> list:
+    """AdamW for dense parameters (+ SparseAdam for a sparse id embedding: O(rows touched) per step)."""
     import torch
 
+    sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    skip = {id(p) for p in sparse}
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "emb" not in n
              and "bag" not in n and "queries" not in n]
-    ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=tc.lr)
+    skip |= {id(p) for p in decay}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
+    opts = [torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                               {"params": rest, "weight_decay": 0.0}], lr=tc.lr)]
+    return opts + ([torch.optim.SparseAdam(sparse, lr=tc.lr)] if sparse else [])
 
 
 def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, mlflow_log: bool = True,
@@ -140,7 +144,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     bank = ItemBank(cfg)
     model = GUIM(model_args(tc, bank.sizes()))
     model.tower.set_bank(bank.arrays())
-    model.item_pop.copy_(torch.as_tensor(item_counts(cfg, bank.n_items) + 1.0, dtype=torch.float32))
+    model.set_popularity(item_counts(cfg, bank.n_items) + 1.0)
     torch.manual_seed(tc.seed)   # same initial weights on every rank (DDP also broadcasts them)
     model.to(device)
     stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world)
@@ -151,14 +155,18 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         steps = int(t.item())
     if steps == 0:
         raise GuimError("no training sequences (users need >= 2 training events); check `guim sequences`")
-    opt = _optimizer(model, tc)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc.warmup_steps, steps * tc.epochs))
+    opts = optimizers(model, tc)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(tc.warmup_steps, steps * tc.epochs)) for o in opts]
+    sparse_ids = {id(p) for o in opts[1:] for g in o.param_groups for p in g["params"]}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
     history, best, best_state, bad, start, run_id = [], -1.0, None, 0, 0, None
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
+        for o, s in zip(opts, state["opt"]):
+            o.load_state_dict(s)
+        for o, s in zip(scheds, state["sched"]):
+            o.load_state_dict(s)
         history, best, bad, start, run_id = (state["history"], state["best"], state["bad"], state["epoch"],
                                              state["run_id"])
         best_state = state["best_state"]
@@ -179,19 +187,21 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss, parts = net(b)
-            opt.zero_grad(set_to_none=True)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            sched.step()
+                torch.nn.utils.clip_grad_norm_(dense, tc.grad_clip)     # sparse rows are not clipped
+            for o, s in zip(opts, scheds):
+                o.step()
+                s.step()
             step, seen = step + 1, seen + len(b["items"])
             losses.append(float(loss.detach()))
             rate = seen * world / max(time.time() - t0, 1e-9)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_s=f"{rate:.0f}")
             bar.update()
             if logger and step % tc.log_every == 0:
-                logger.step({"train_loss": losses[-1], "lr": sched.get_last_lr()[0],
+                logger.step({"train_loss": losses[-1], "lr": scheds[0].get_last_lr()[0],
                              **{f"train_{k}": v for k, v in parts.items()}}, step)
         bar.close()
         secs = time.time() - t0
@@ -211,8 +221,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             logger.epoch(rec, step)
             run_id = logger.run_id
         if rank == 0:
-            _save_checkpoint(last, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict(), "epoch": epoch + 1, "history": history,
+            _save_checkpoint(last, {"model": model.state_dict(), "opt": [o.state_dict() for o in opts],
+                                    "sched": [s.state_dict() for s in scheds], "epoch": epoch + 1, "history": history,
                                     "best": best, "best_state": best_state, "bad": bad, "run_id": run_id,
                                     "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state()})
         if on_epoch_end is not None:

@@ -15,7 +15,7 @@ from guim_features.ingest import ingest, read_source
 ARGS = dict(source="synthetic", path=None, events=None, items=None, users=None, num_users=None, num_items=None)
 SMALL = ["ingest.users=200", "ingest.items=80", "ingest.events_per_user=25", "ingest.categories=5",
          "bench.sasrec_epochs=2", "bench.item2vec_epochs=3", "bench.als_iters=3", "bench.threads=1",
-         "train.epochs=2", "train.threads=1", "train.batch_size=64"]
+         "bench.positive_behaviors=[buy,cart,fav]", "train.epochs=2", "train.threads=1", "train.batch_size=64"]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def test_suite_runs_every_baseline_on_the_same_splits(synth_ws, spark):
                 assert -1.0 <= v["mean"] <= 1.0, (m, task, k)
     # planted attributes are probed, one metric per attribute (synthetic: every planted one)
     assert {"gender_auc", "planted_interests_auc", "age_bucket_macro_f1"} <= set(res["random"]["user_profile"])
-    # known properties: chance level for random scores; popularity ranks and forecasts demand better
-    assert 0.35 < res["random"]["purchase_propensity"]["auc"]["mean"] < 0.65
+    # known properties: chance level for random scores (about 25 positives here, so a wide band);
+    # popularity ranks and forecasts demand better than chance
+    assert 0.25 < res["random"]["purchase_propensity"]["auc"]["mean"] < 0.75
     assert res["popularity"]["next_item"]["recall@20"]["mean"] > res["random"]["next_item"]["recall@20"]["mean"]
     assert res["popularity"]["item_demand"]["spearman"]["mean"] > res["random"]["item_demand"]["spearman"]["mean"]
     # user vectors of learned methods carry the planted interests; random ones do not

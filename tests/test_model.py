@@ -135,6 +135,27 @@ def test_sampled_infonce_cost_does_not_grow_with_vocabulary():
     assert counts[1_000] <= 104 and counts[200_000] <= 104
 
 
+def test_sampled_mode_uses_sparse_id_gradients_and_popularity_sampler():
+    from guim_features.train import optimizers
+
+    m = make(negatives="sampled", num_negatives=16, sampler="popularity").train()
+    counts = np.zeros(53)
+    counts[10] = 1000.0                                       # one very popular item
+    m.set_popularity(counts + 1e-3)
+    opts = optimizers(m, TrainConfig(lr=1e-2))
+    assert [type(o).__name__ for o in opts] == ["AdamW", "SparseAdam"]
+    items = torch.randint(3, 53, (4, 11))
+    loss, _ = m.loss({"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)})
+    loss.backward()
+    assert m.tower.id_emb.weight.grad.is_sparse
+    for o in opts:
+        o.step()
+    # popularity sampling: nearly every negative is the popular item
+    neg = {}
+    m._candidates(torch.tensor([3]), neg)
+    assert (neg["neg"] == 10).float().mean() > 0.9
+
+
 def test_full_catalogue_when_small_and_mlm_objective():
     m = make(negatives="auto", mlm_weight=0.5, mask_prob=0.5).train()
     items = torch.randint(3, 53, (4, 11))

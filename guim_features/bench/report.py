@@ -97,27 +97,34 @@ def version_of(client, uri: str):
 
 
 def log_to_mlflow(cfg, report: dict, folder: Path, model_uri: str | None) -> str:
-    """One MLflow run with the means and the files; tags on the benchmarked model version."""
-    import mlflow
+    """One MLflow run with the means and the files; tags on the benchmarked model version.
+    Uses the client API only, so no process-wide active experiment or run is left behind."""
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
+    from ..registry import setup
     from . import mlflow_key
 
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run() as run:
-        mlflow.log_params({"methods": ",".join(report["methods"]), "tasks": ",".join(report["tasks"]),
-                           "seeds": report["seeds"], "data": report.get("data", {}).get("fingerprint", "")[-500:]})
-        mlflow.log_metrics({mlflow_key(f"{m}.{t}.{k}"): v["mean"] for m, r in report["results"].items()
-                            for t, ms in r.items() for k, v in ms.items()})
-        mlflow.log_artifacts(str(folder), "bench")
+    exp = setup(cfg, EXPERIMENT)  # same tracking store and artifact root as training runs
+    client = MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri)
+    run_id = client.create_run(exp, tags={"mlflow.runName": "guim-bench"}).info.run_id
+    params = {"methods": ",".join(report["methods"]), "tasks": ",".join(report["tasks"]),
+              "seeds": str(report["seeds"]), "data": report.get("data", {}).get("fingerprint", "")[-500:],
+              "model_uri": model_uri or ""}
+    now = int(time.time() * 1000)
+    metrics = [Metric(mlflow_key(f"{m}.{t}.{k}"), v["mean"], now, 0) for m, r in report["results"].items()
+               for t, ms in r.items() for k, v in ms.items()]
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    for s in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[s:s + 500])
+    client.log_artifacts(run_id, str(folder), "bench")
+    client.set_terminated(run_id)
     if "model" in report["results"] and model_uri:
-        client = MlflowClient(cfg.mlflow_uri)
         mv = version_of(client, model_uri)
         if mv is not None:
             tag_version(client, mv, report["results"]["model"], report.get("data", {}).get("fingerprint", ""),
-                        run.info.run_id)
-    return run.info.run_id
+                        run_id)
+    return run_id
 
 
 def tag_version(client, mv, results: dict, fingerprint: str, run_id: str = "") -> None:

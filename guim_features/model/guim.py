@@ -133,6 +133,7 @@ class GUIM(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(math.log(a["temperature"])),
                                     requires_grad=bool(a["learn_temperature"]))
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
+        self._pop_cdf = None                                                    # sampler cache (set_popularity)
         for m in (self.beh_emb, self.gap_emb, self.pos_emb):
             nn.init.normal_(m.weight, std=0.02)
 
@@ -204,6 +205,11 @@ class GUIM(nn.Module):
             raise GuimError("train.next_weight and train.mlm_weight are both 0: nothing to learn")
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    def set_popularity(self, counts) -> None:
+        """Training counts per item_idx (the popularity sampler and log-Q correction)."""
+        self.item_pop.copy_(torch.as_tensor(counts, dtype=torch.float32))
+        self._pop_cdf = None
+
     def forward(self, batch: dict):
         """= loss(batch), so DistributedDataParallel can wrap the model."""
         return self.loss(batch)
@@ -241,16 +247,20 @@ class GUIM(nn.Module):
             if "all" not in cache:
                 cache["all"] = self.catalogue()                                 # (V - 3, d)
             return cache["all"], y - FIRST_ITEM_INDEX, None
+        if self._pop_cdf is None or self._pop_cdf.device != dev:   # once: O(V); per step: O(M log V)
+            self._pop_cdf = torch.cumsum(self.item_pop[FIRST_ITEM_INDEX:].double(), 0)   # (V - 3,)
+        cdf, M = self._pop_cdf, a["num_negatives"]
+        total = cdf[-1]
         if "neg" not in cache:
-            pop = self.item_pop.clone()
-            pop[:FIRST_ITEM_INDEX] = 0
-            q = pop if a["sampler"] == "popularity" else (torch.arange(V, device=dev) >= FIRST_ITEM_INDEX).float()
-            q = q / q.sum()                                                     # (V,) sampling distribution
-            cache["neg"] = (torch.multinomial(q, a["num_negatives"], replacement=True), q)
-        neg, q = cache["neg"]
-        cand = torch.unique(torch.cat([y, neg]))                               # (N,) sorted
-        p_pop = self.item_pop[cand] / self.item_pop[FIRST_ITEM_INDEX:].sum()
-        logq = torch.log(y.numel() * p_pop + a["num_negatives"] * q[cand] + 1e-9)   # expected count (N,)
+            if a["sampler"] == "popularity":
+                neg = torch.searchsorted(cdf, torch.rand(M, device=dev, dtype=torch.float64) * total)
+                cache["neg"] = neg.clamp_max(V - FIRST_ITEM_INDEX - 1) + FIRST_ITEM_INDEX
+            else:
+                cache["neg"] = torch.randint(FIRST_ITEM_INDEX, V, (M,), device=dev)
+        cand = torch.unique(torch.cat([y, cache["neg"]]))                      # (N,) sorted
+        p_pop = (self.item_pop[cand] / total).float()                           # (N,)
+        q = p_pop if a["sampler"] == "popularity" else torch.full_like(p_pop, 1.0 / (V - FIRST_ITEM_INDEX))
+        logq = torch.log(y.numel() * p_pop + M * q + 1e-9)                      # expected count (N,)
         return self.tower.embed_idx(cand), torch.searchsorted(cand, y), logq
 
     def _full_catalogue(self) -> bool:

@@ -32,7 +32,9 @@ class ItemTower(nn.Module):
         d = a["d"]
         self.n_items, self.id_buckets, self.id_dropout = a["n_items"], a["id_buckets"], a["id_dropout"]
         self.cat_sizes = list(a["cat_sizes"])              # vocabulary size per categorical field
-        self.id_emb = nn.Embedding(self.n_items + self.id_buckets, d, padding_idx=0)
+        # sampled negatives (large catalogues): sparse gradients, so a step touches only the rows it uses
+        sparse = a["negatives"] == "sampled" or (a["negatives"] == "auto" and self.n_items > a["full_catalogue_max"])
+        self.id_emb = nn.Embedding(self.n_items + self.id_buckets, d, padding_idx=0, sparse=sparse)
         self.cat_emb = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in self.cat_sizes)
         self.num_proj = nn.Linear(a["n_num"], d) if a["n_num"] else None
         self.title_bag = nn.EmbeddingBag(a["title_buckets"], d, mode="mean", padding_idx=0)
