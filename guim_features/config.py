@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 
 CONFIG_FILE = "guim.yaml"
+# The user's MLFLOW_TRACKING_URI, read once at import: mlflow.set_tracking_uri() later writes the same
+# variable, and that must not redirect another workspace of the same process to this one's store.
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
 
 
 class ConfigError(ValueError):
@@ -245,9 +248,8 @@ class Config:
 
     @property
     def mlflow_uri(self) -> str:
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if env:
-            return env
+        if _USER_MLFLOW_URI:
+            return _USER_MLFLOW_URI
         if self.paths.mlflow_tracking_uri:
             return self.paths.mlflow_tracking_uri
         return "sqlite:///" + str(Path(self.workspace).resolve() / "mlflow.db")

@@ -19,6 +19,8 @@ spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim/3]``.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,8 +157,6 @@ def _tag_model(cfg, emb) -> None:
 
 def run(cfg, args) -> int:
     """CLI entry: ``guim embed [--model-uri URI]``."""
-    import mlflow
-
     from . import delta
     from .embedder import load_embedder
     from .spark import get_spark
@@ -176,8 +176,12 @@ def run(cfg, args) -> int:
               f"{paths['item_embeddings']}: nothing added")
         return 0
     # ship the checkpoint to every executor (works on a cluster as well as in local mode)
-    ckpt = Path(cfg.resolve("embed_cache")) / f"model_v{version}.pt"
-    emb.save(ckpt)
+    # named by content: a Spark session refuses a second, different file under a name it has shipped
+    tmp = Path(cfg.resolve("embed_cache")) / f"model_v{version}.pt.tmp"
+    emb.save(tmp)
+    digest = hashlib.sha1(tmp.read_bytes()).hexdigest()[:12]
+    ckpt = tmp.with_name(f"model_v{version}_{digest}.pt")
+    os.replace(tmp, ckpt)
     spark.sparkContext.addFile(str(ckpt))
     normalize = bool(emb.config.get("normalize", False))
     ts = datetime.now(timezone.utc).replace(microsecond=0)
@@ -194,7 +198,6 @@ def run(cfg, args) -> int:
         items = stamp(encode_items(feats, ckpt.name, normalize, cfg.embed.batch_size), version, ts)
         delta.conform(items, "item_embeddings").write.format("delta").mode("append").save(paths["item_embeddings"])
         counts["items"] = _appended(spark, paths["item_embeddings"])
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
     _tag_model(cfg, emb)
     print(f"exported model version {version} (K={emb.K}, d={emb.d}) at {ts:%Y-%m-%d %H:%M:%S} UTC: "
           + ", ".join(f"{v} {k}" for k, v in counts.items())

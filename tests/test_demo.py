@@ -5,7 +5,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path, spark, capsys):
+def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     import mlflow
     from deltalake import DeltaTable
 

@@ -132,7 +132,7 @@ def test_publish_older_version_and_missing_tables(tmp_path):
     assert got["interest_0"] == [[2, 0, 0, 0]] and got["model_version"] == ["1"]
 
 
-def test_embed_exports_every_user_and_item(tmp_path, spark):
+def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     """guim embed: one snapshot per model version, every user, every item (a cold one from its content)."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
