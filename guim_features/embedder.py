@@ -125,8 +125,8 @@ def load_embedder(model_uri: str, tracking_uri: str | None = None, device: str =
     import mlflow
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        from .registry import use_uri
+        use_uri(tracking_uri)
     version = None
     if model_uri.startswith("models:/"):
         name, _, ref = model_uri[len("models:/"):].partition("@")

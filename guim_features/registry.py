@@ -30,8 +30,7 @@ ITEM_COLUMNS = ("item_idx", "category_idx", "brand_idx", "shop_idx", "price_norm
 def setup(cfg, experiment: str) -> str:
     """Point MLflow at the workspace's tracking/registry store; returns the experiment id."""
     uri = cfg.mlflow_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    use_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
@@ -39,6 +38,22 @@ def setup(cfg, experiment: str) -> str:
     if uri.startswith("sqlite:") or "://" not in uri:
         location = (Path(cfg.workspace).resolve() / "mlartifacts").as_uri()
     return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+def use_uri(uri: str) -> None:
+    """Point MLflow's tracking and registry at ``uri`` *without* leaving it in MLFLOW_TRACKING_URI /
+    MLFLOW_REGISTRY_URI (mlflow.set_*_uri writes them, and the environment variable would then
+    override the next workspace's own database in the same process)."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def git_commit() -> str:

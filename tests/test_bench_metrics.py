@@ -122,8 +122,11 @@ def test_purchase_propensity_auc():
 
 def test_category_propensity_auc():
     d, e = tiny(), tiny_embeddings()
-    # (u1,A)=.9 pos, (u1,B)=.7 neg, (u2,A)=.3 neg, (u2,B)=.25 pos -> 2 of 4 pairs right
+    # per category: A: u1 .9 (pos) > u2 .3 (neg) -> 1; B: u2 .25 (pos) < u1 .7 (neg) -> 0; mean .5
     assert category_propensity.evaluate(d, e, CFG)["auc"] == pytest.approx(0.5)
+    # u2 along (-1, 4): A max(-.1, -.4, .55) = .55 < u1's .9 -> 1; B max(.3, -.6, .78) = .78 > u1's .7 -> 1
+    e2 = Embeddings(e.items, np.array([[[1.0, 0.0]], [[-1.0, 4.0]]]))
+    assert category_propensity.evaluate(d, e2, CFG)["auc"] == pytest.approx(1.0)
 
 
 def test_similar_items_precision():
@@ -186,3 +189,16 @@ def test_a_task_the_data_cannot_support_is_skipped_with_a_reason():
     d, e = tiny(), tiny_embeddings()
     with pytest.raises(Skip, match="min_class_size"):
         user_profile.evaluate(d, e, CFG)   # one user per gender
+
+
+def test_unknown_method_or_task_is_a_clear_error():
+    from guim_features.bench import make_methods, run_suite
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+
+    cfg = load_config("unused", ["bench.methods=[random,bpr]"], write_default=False)
+    with pytest.raises(GuimError, match="unknown bench method 'bpr'.*known: random, popularity"):
+        make_methods(cfg)
+    cfg = load_config("unused", ["bench.tasks=[next_item,churn]"], write_default=False)
+    with pytest.raises(GuimError, match="unknown bench task 'churn'"):
+        run_suite(cfg, tiny(), [], seeds=1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,8 @@ def test_run_is_logged_and_registered(registered):
     mv = client.get_model_version_by_alias("guim", "challenger")
     assert str(mv.version) == "1"
     assert cfg.mlflow_uri.startswith("sqlite:///") and cfg.mlflow_uri.endswith("mlflow.db")
+    # training must not leave its URI in the environment (it would hijack the next workspace's runs)
+    assert os.environ.get("MLFLOW_TRACKING_URI") != cfg.mlflow_uri
 
 
 def test_fresh_process_reproduces_the_trainers_embeddings(registered, tmp_path):

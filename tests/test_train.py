@@ -123,10 +123,10 @@ def test_resume_after_a_crash(tmp_path):
     emb = load_embedder(str(ws / "checkpoints" / "model.pt"))
     assert emb.meta["metrics"]["epochs"] == 3
     import mlflow
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    run = mlflow.get_run(state["run_id"])
+    client = mlflow.MlflowClient(cfg.mlflow_uri)
+    run = client.get_run(state["run_id"])
     assert run.info.status == "FINISHED"
-    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_recall_at_20")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_recall_at_20")]
     assert sorted(steps) == [1, 2, 3]
     with pytest.raises(SystemExit):
         main(["train", "--workspace", str(ws), "--resume", "--bogus"])

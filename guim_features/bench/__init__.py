@@ -9,8 +9,10 @@ gets its headline numbers as tags ``bench.<task>.<metric>``, which ``guim promot
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +35,9 @@ def evaluate_tasks(data, emb, bench_cfg, tasks=None) -> tuple[dict, dict]:
     return scores, skipped
 
 
-def run_suite(cfg, data, methods: list, seeds: int = 1, log=print) -> dict:
-    """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`)."""
+def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None) -> dict:
+    """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`).
+    ``partial``: a file rewritten with every raw score so far after each method run (long runs)."""
     from .tasks import NAMES, headline, load
 
     for t in cfg.bench.tasks:
@@ -59,6 +62,9 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print) -> dict:
             for task, metrics in scores.items():
                 for k, v in metrics.items():
                     runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(float(v))
+            if partial:
+                Path(partial).parent.mkdir(parents=True, exist_ok=True)
+                Path(partial).write_text(json.dumps({"scores": runs, "fit_seconds": seconds}, indent=1))
             log(f"bench: {m.name} seed {seed}: fit {fit:.1f}s, "
                 + ", ".join(f"{t}.{headline(load(t), s)}={s[headline(load(t), s)]:.4f}" for t, s in scores.items()))
     headlines = {}
@@ -102,12 +108,14 @@ def run(cfg, args) -> int:
     data = BenchData.load(cfg)
     print(f"bench: {data.n_users} users, {data.n_items} item indices, {len(data.warm_items)} warm items",
           file=sys.stderr)
+    partial = Path(cfg.resolve(cfg.paths.reports)) / "bench-partial.json"
     report = run_suite(cfg, data, make_methods(cfg, model_uri), seeds,
-                       log=lambda s: print(s, file=sys.stderr))
+                       log=lambda s: print(s, file=sys.stderr), partial=partial)
     report["data"] = {"workspace": cfg.workspace, "fingerprint": data.fingerprint,
                       "users": data.n_users, "items": int(len(data.warm_items))}
     report["model_uri"] = model_uri
     out = write_report(report, cfg.resolve(cfg.paths.reports))
+    partial.unlink(missing_ok=True)
     print(open(out / "bench.md").read())
     print(f"bench: report written to {out}", file=sys.stderr)
     if cfg.bench.log_mlflow:
