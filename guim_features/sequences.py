@@ -201,7 +201,8 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
     from .spark import get_spark
 
     t0 = time.time()
-    spark = spark or get_spark(cfg.spark)
+    from .spark import ensure_sql_defaults
+    spark = ensure_sql_defaults(spark or get_spark(cfg.spark))
     sc, behaviors = cfg.sequences, list(cfg.ingest.behaviors)
     events = delta.read(spark, cfg.table("events"), "events")
     items_path, users_path = cfg.table("items"), cfg.table("users")

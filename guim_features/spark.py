@@ -19,7 +19,7 @@ def get_spark(cfg: SparkConfig | None = None):
 
     active = SparkSession.getActiveSession()
     if active is not None:
-        return active
+        return ensure_sql_defaults(active)
     cfg = cfg or SparkConfig()
     # Workers must run the same Python as the driver (pyenv/venv installs otherwise diverge).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -49,4 +49,12 @@ def get_spark(cfg: SparkConfig | None = None):
         b = b.config(k, str(v))
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
+    return spark
+
+
+def ensure_sql_defaults(spark):
+    """Undo session-wide settings other libraries leave behind. Feast's Spark offline store sets
+    spark.sql.parser.quotedRegexColumnNames=true on the shared session (it sets it again whenever
+    it runs), which breaks Delta's stats-based aggregates in our jobs."""
+    spark.conf.set("spark.sql.parser.quotedRegexColumnNames", "false")
     return spark

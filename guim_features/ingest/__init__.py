@@ -83,7 +83,10 @@ def ingest(spark, cfg: Config, source: str, frames: dict, quiet: bool = False) -
     from pyspark.sql import functions as F
 
     from .. import delta
+    from ..spark import ensure_sql_defaults
     from . import sources as S
+
+    ensure_sql_defaults(spark)
 
     checks = {"events": lambda d: S.with_event_id(S.validate_events(d, cfg.ingest.behaviors, cfg.ingest.min_ts,
                                                                      cfg.ingest.max_ts)),
