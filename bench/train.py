@@ -41,6 +41,16 @@ def _child(fn: str, kw: dict, mem_gb: float = 12.0, timeout: int = 1800) -> dict
 
 
 # -- loss scaling ---------------------------------------------------------------------------------
+def _step(model, opts, batch) -> None:
+    """One plain optimisation step (loss, backward, every optimizer), as timed by both benchmarks."""
+    loss, _ = model.loss(batch)
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in opts:
+        o.step()
+
+
 def loss_step(n_items: int, negatives: str, batch: int = 64, L: int = 50, d: int = 64, steps: int = 3,
               threads: int = 2, K: int = 4) -> dict:
     """Seconds per training step (forward + backward + AdamW) at a catalogue of ``n_items``."""
@@ -68,12 +78,7 @@ def loss_step(n_items: int, negatives: str, batch: int = 64, L: int = 50, d: int
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        loss, _ = m.loss(b)
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        for o in opts:
-            o.step()
+        _step(m, opts, b)
         if i:                                   # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t)
     return {"step_s": float(np.median(times))}
@@ -114,12 +119,7 @@ def throughput_run(workspace: str, threads: int = 2, steps: int = 30) -> dict:
             if done == 2:
                 t0, n = time.perf_counter(), 0              # skip two warm-up steps
             b = {k: torch.as_tensor(v) for k, v in batch.items()}
-            loss, _ = m.loss(b)
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in opts:
-                o.step()
+            _step(m, opts, b)
             n, done = n + len(b["items"]), done + 1
             if done >= steps + 2:
                 break
