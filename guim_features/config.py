@@ -113,7 +113,7 @@ class PublishConfig:
     ann_ef_search: int = opt(64, "HNSW efSearch (query quality vs latency)")
     candidates: int = opt(0, "Candidates searched per interest; 0 = k (the number of items asked for)")
     score: str = opt("model", "How candidates of the K interests merge: model (the rule it was trained with) | "
-                              "max (max_k u_k.v) | lse (log sum_k w_k exp(u_k.v))")
+                              "max (max_k u_k.v) | lse (tau log sum_k w_k exp(u_k.v / tau))")
     popular: int = opt(100, "Popular items kept with the index, shown (flagged) for users the online store lacks")
 
 

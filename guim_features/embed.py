@@ -140,7 +140,7 @@ def _appended(spark, path: str) -> int:
 
 
 def _tag_model(cfg, emb) -> None:
-    """Record the model's score rule on its registered version (publish reads it)."""
+    """Record the model's score rule and temperature on its registered version (publish reads them)."""
     from .publish import _client, model_name
 
     client = _client(cfg)
@@ -151,6 +151,8 @@ def _tag_model(cfg, emb) -> None:
     try:
         client.set_model_version_tag(model_name(cfg), str(emb.model_version), "score",
                                      str(emb.config.get("score", "max")))
+        client.set_model_version_tag(model_name(cfg), str(emb.model_version), "temperature",
+                                     f"{emb.temperature:.6g}")
     except MlflowException:
         pass
 

@@ -27,6 +27,11 @@ class Embedder:
         self.config = {**self.meta.get("train_config", {}), **model.args}
         self.model_version = model_version
 
+    @property
+    def temperature(self) -> float:
+        """The model's (learned or fixed) temperature tau; the ``lse`` score uses it."""
+        return float(self.model.log_tau.detach().exp())
+
     def _device(self):
         return next(self.model.parameters()).device
 

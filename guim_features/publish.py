@@ -233,12 +233,11 @@ def model_name(cfg) -> str:
     return getattr(train, "model_name", "guim")
 
 
-def score_rule(cfg, model_version: str) -> str:
-    """publish.score, or with ``model`` the rule the model was trained with (tag ``score`` set by embed)."""
+def score_rule(cfg, model_version: str) -> tuple[str, float]:
+    """(rule, temperature): publish.score, or with ``model`` the rule the model was trained with, and
+    the model's temperature (tags ``score`` and ``temperature`` set by embed; lse uses it)."""
     rule = cfg.publish.score
-    if rule in ("max", "lse"):
-        return rule
-    if rule != "model":
+    if rule not in ("model", "max", "lse"):
         raise GuimError(f"publish.score={rule!r}: expected model, max or lse")
     from mlflow.exceptions import MlflowException
 
@@ -247,7 +246,7 @@ def score_rule(cfg, model_version: str) -> str:
         tags = client.get_model_version(model_name(cfg), str(model_version)).tags if client else {}
     except MlflowException:
         tags = {}
-    return tags.get("score", "max")
+    return (tags.get("score", "max") if rule == "model" else rule), float(tags.get("temperature", 1.0))
 
 
 def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
@@ -288,9 +287,11 @@ def run(cfg, args) -> int:
     inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)
     k, d = int(inter.shape[1]), int(inter.shape[2])
     # build the index before touching the online store, so the two change within moments
+    rule, temperature = score_rule(cfg, version)
     index = ItemIndex.build(items["item_id"].to_pylist(), matrix(items["vector"]), version,
                             cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
-                            K=k, score=score_rule(cfg, version), popular=popular_items(cfg, cfg.publish.popular))
+                            K=k, score=rule, temperature=temperature,
+                            popular=popular_items(cfg, cfg.publish.popular))
     repo = write_repo(cfg, k, d, version, users_all, items_all)
     try:
         store = feast_apply(repo)

@@ -5,7 +5,8 @@ the HNSW index is searched once per interest (one batched call); the union of ca
 re-scored exactly against all K interests and merged by the configured rule:
 
 - ``max``: s(u, v) = max_k u_k . v  (GUIM's default, Yang et al. 2022 sec. 3.3);
-- ``lse``: s(u, v) = log sum_k w_k exp(u_k . v)  (the weighted soft-max option).
+- ``lse``: s(u, v) = tau log sum_k w_k exp(u_k . v / tau)  (the weighted mixture; tau = the model's
+  temperature, recorded in the index meta at publish time).
 
 Each item is reported with the interest that gave it its score, that interest's weight and the
 score. Vectors and index from different model versions are refused; a user the online store
@@ -49,6 +50,7 @@ class Recommender:
         self.rule = cfg.publish.score if cfg.publish.score != "model" else self.index.meta.get("score", "max")
         if self.rule not in ("max", "lse"):
             raise GuimError(f"unknown score rule {self.rule!r} in the index meta (expected max or lse)")
+        self.tau = float(self.index.meta.get("temperature", 1.0))
         self.candidates = int(cfg.publish.candidates)
         self.features = [f"{USER_VIEW}:interest_{k}" for k in range(self.K)] + [
             f"{USER_VIEW}:weights", f"{USER_VIEW}:model_version"]
@@ -90,9 +92,9 @@ class Recommender:
         if self.rule == "max":
             score, best = s.max(1), s.argmax(1)                                              # (C,), (C,)
         else:
-            z = s + np.log(np.clip(w, 1e-9, None))                                           # (C, K)
+            z = s / self.tau + np.log(np.clip(w, 1e-9, None))                                # (C, K)
             m = z.max(1, keepdims=True)
-            score, best = (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
+            score, best = self.tau * (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
         top = np.argsort(-score, kind="stable")[:k]
         ids = self.index.item_ids[cand[top]].tolist()
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in

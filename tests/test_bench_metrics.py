@@ -92,6 +92,11 @@ def test_data_views_follow_the_split_codes():
     assert d.warm_items.tolist() == [3, 4, 7]
     assert d.train_counts.tolist() == [0, 0, 0, 1, 1, 0, 0, 1, 0]
 
+    v = d.valid_view()                       # test events gone, valid events are the targets
+    assert v.test_input(0).tolist() == [3, 4] and v.test_targets(0).tolist() == [6]
+    assert v.test_input(1).tolist() == [7] and v.test_targets(1).tolist() == [4]
+    assert v.train_items(0).tolist() == [3, 4] and d.test_targets(0).tolist() == [5]   # d unchanged
+
 
 def test_next_item_ranks_all_items_without_earlier_ones():
     d, e = tiny(), tiny_embeddings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
@@ -48,9 +49,26 @@ def test_score_rules_by_hand():
     items = torch.tensor([[3.0, 1.0], [0.0, -1.0]])               # (N=2, d=2)
     # dot products: item0 -> (3, 2), item1 -> (0, -2)
     assert torch.allclose(m.score(interests, weights, items), torch.tensor([[3.0, 0.0]]))
-    m.args["score"] = "lse"
+    m.args["score"] = "lse"                                       # tau * log sum_k w_k exp(s_k / tau)
+    m = make(K=2, normalize=False, score="lse", temperature=1.0)
     expect = [np.log(0.25 * np.exp(3) + 0.75 * np.exp(2)), np.log(0.25 * np.exp(0) + 0.75 * np.exp(-2))]
     assert torch.allclose(m.score(interests, weights, items), torch.tensor([expect], dtype=torch.float32), atol=1e-5)
+    m = make(K=2, normalize=False, score="lse", temperature=0.5)
+    expect = [0.5 * np.log(0.25 * np.exp(6) + 0.75 * np.exp(4)), 0.5 * np.log(0.25 * np.exp(0) + 0.75 * np.exp(-4))]
+    assert torch.allclose(m.score(interests, weights, items), torch.tensor([expect], dtype=torch.float32), atol=1e-5)
+
+
+def test_fused_training_logits_equal_the_score_over_tau():
+    # the fused lse path must give log sum_k w_k exp(cos_k / tau), as score() / tau does
+    g = torch.Generator().manual_seed(3)
+    interests, items = torch.randn(5, 3, 16, generator=g), torch.randn(40, 16, generator=g)
+    weights = torch.softmax(torch.randn(5, 3, generator=g), -1)
+    for tau in (0.05, 0.1, 1.0):
+        m = make(K=3, normalize=True, score="lse", temperature=tau)
+        cos = torch.einsum("pkd,nd->pkn", F.normalize(interests, dim=-1), F.normalize(items, dim=-1))
+        expect = torch.log((weights[..., None] * torch.exp(cos / tau)).sum(1))
+        assert torch.allclose(m.logits(interests, weights, items), expect, atol=1e-4)
+        assert torch.allclose(m.score(interests, weights, items) / tau, expect, atol=1e-4)
 
 
 def test_cosine_score_by_hand():

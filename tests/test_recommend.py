@@ -52,6 +52,25 @@ def test_lse_rule_by_hand(ws):
     assert [i["interest"] for i in rec.items] == [0, 1, 1, 1]
 
 
+
+def test_lse_rule_uses_the_model_temperature(ws):
+    # tau log(sum_k w_k exp(s_k / tau)) with tau = 0.2, the temperature recorded with the index:
+    # sharper than tau = 1, so mix23 (interest 0 at 1.5) now beats axis1 (heavy interest 1 at 1.0)
+    from guim_features.ann import ItemIndex
+    from guim_features.config import load_config
+    from guim_features.publish import ann_dir
+    from guim_features.recommend import Recommender
+
+    cfg = load_config(ws, ["publish.score=lse"])
+    index = ItemIndex.load(ann_dir(cfg))
+    index.meta["temperature"] = 0.2
+    rec = Recommender(cfg, index=index).recommend("alice", 4)
+    lse = lambda s0, s1: 0.2 * math.log(.1 * math.exp(s0 / .2) + .9 * math.exp(s1 / .2))  # noqa: E731
+    expect = {"axis3": lse(3, 0), "axis1": lse(0, 1), "mix01": lse(0, .6), "mix23": lse(1.5, 0)}
+    assert [i["item_id"] for i in rec.items] == ["axis3", "mix23", "axis1", "mix01"]
+    assert [i["score"] for i in rec.items] == pytest.approx([expect[i["item_id"]] for i in rec.items], abs=1e-5)
+
+
 def test_unknown_user_gets_flagged_popular_items(ws):
     rec = _rec(ws, "nobody", 2)
     assert rec.fallback and rec.model_version is None

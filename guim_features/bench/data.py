@@ -76,6 +76,17 @@ class BenchData:
         return cls(us["user_id"].astype(str).to_numpy(), item_ids, seqs, labels_users, labels_items,
                    labels_future, list(behaviors), item_features)
 
+    def valid_view(self) -> "BenchData":
+        """The same users with their test events removed and their valid events as the targets:
+        choosing a method's settings on this view never looks at the test split."""
+        seqs = []
+        for s in self.seqs:
+            keep = s["split"] != TEST
+            seqs.append({k: (np.where(v[keep] == VALID, TEST, v[keep]) if k == "split" else v[keep])
+                         for k, v in s.items()})
+        return BenchData(self.user_ids, self.item_ids, seqs, self.labels_users, self.labels_items,
+                         self.labels_future, self.behaviors, self.item_features, self.fingerprint + " (valid view)")
+
     # -- sizes --------------------------------------------------------------------------
     @property
     def n_users(self) -> int:

@@ -164,7 +164,10 @@ class GUIM(nn.Module):
             return s[..., 0, :]
         if self.args["score"] == "max":
             return s.max(-2).values
-        return torch.logsumexp(s + torch.log(weights.clamp_min(1e-9))[..., None], dim=-2)
+        # tau * log sum_k w_k exp(s_k / tau): divided by tau in the loss, this is the log of a
+        # w-weighted mixture of the K interests' softmax kernels at the training temperature
+        tau = self.log_tau.exp()
+        return tau * torch.logsumexp(s / tau + torch.log(weights.clamp_min(1e-9))[..., None], dim=-2)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Batch of left-padded windows: items/behavior/gaps (B, L+1). Returns (loss, parts)."""
@@ -204,6 +207,22 @@ class GUIM(nn.Module):
         if not parts:
             raise GuimError("train.next_weight and train.mlm_weight are both 0: nothing to learn")
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def logits(self, interests: torch.Tensor, weights: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """score / tau for (P, K, d) interests, (P, K) weights, (N, d) items -> (P, N): the training logits.
+        Cosine ``lse`` takes a fused path: the bias log w_k - 1/tau rides in the matmul as an extra
+        column, so the (P, K, N) tensor only sees exp and a sum (2x faster than logsumexp on CPU)."""
+        tau = self.log_tau.exp()
+        fused = (self.args["normalize"] and self.args["score"] == "lse" and interests.shape[1] > 1
+                 and float(tau) > 0.035)   # cos in [-1, 1]: exp((cos - 1) / tau + log w) stays > 1e-38
+        if not fused:
+            return self.score(interests, weights, items) / tau
+        P, K, d = interests.shape
+        u, v = F.normalize(interests, dim=-1) / tau, F.normalize(items, dim=-1)
+        bias = torch.log(weights.clamp_min(1e-9)) - 1.0 / tau                        # (P, K)
+        q = torch.cat([u, bias[..., None]], -1).reshape(P * K, d + 1)                # (P*K, d+1)
+        v = torch.cat([v, torch.ones_like(v[:, :1])], -1)                             # (N, d+1)
+        return (q @ v.T).view(P, K, -1).exp().sum(1).log() + 1.0 / tau               # (P, N)
 
     def set_popularity(self, counts) -> None:
         """Training counts per item_idx (the popularity sampler and log-Q correction)."""
@@ -278,10 +297,12 @@ class GUIM(nn.Module):
                     t = F.normalize(t, dim=-1)
                 k = torch.einsum("pkd,pd->pk", F.normalize(interests, dim=-1) if self.args["normalize"]
                                  else interests, t).argmax(-1)                # (P,)
-            aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)   # weights predict that interest
             if self.args["train_score"] == "route":                           # only it is scored: cost of K = 1
+                aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)  # weights predict that interest
                 interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
-        logits = self.score(interests, weights, vecs) / self.log_tau.exp()    # (P, N)
+            elif self.args["score"] == "max":   # exact max: the weights get no gradient from the score
+                aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)
+        logits = self.logits(interests, weights, vecs)                          # (P, N)
         if logq is not None:
             logits = logits - logq[None]
         return F.cross_entropy(logits.float(), labels) + aux

@@ -1,0 +1,81 @@
+"""Choose item2vec and ALS settings on the VALID split (never the test split); prints Markdown.
+
+    python bench/tune_baselines.py --workspace /tmp/ml100k        # after `guim ingest` + `guim sequences`
+
+Each setting is fitted on the train part and scored by next_item Recall@20 on
+``BenchData.valid_view()`` (users represented from their train events, targets = their valid
+events). The best row of each grid is what `guim bench` should use for that data set
+(``--set bench.item2vec_window=...`` etc.; the defaults in guim_features/config.py are the
+ML-100K choices).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+
+import numpy as np
+
+
+def _with(cfg, **bench):
+    return dataclasses.replace(cfg, bench=dataclasses.replace(cfg.bench, **bench))
+
+
+def _score(view, emb, cfg) -> float:
+    from guim_features.bench.tasks import next_item
+
+    return next_item.evaluate(view, emb, cfg.bench)["recall@20"]
+
+
+def tune_item2vec(cfg, view, seed: int) -> list:
+    from guim_features.bench.baselines import Embeddings, recent_mean
+    from guim_features.bench.baselines.item2vec import Item2Vec
+
+    rows = []
+    for window, sample in itertools.product((2, 5, 10), (1e-3, 1e-4)):
+        t = time.perf_counter()
+        base = Item2Vec(_with(cfg, item2vec_window=window, item2vec_sample=sample)).embed(view, seed)
+        for recent in (1, 3, 5, 10):        # the user rule needs no refit
+            users = np.stack([recent_mean(base.items, view.test_input(u), recent) for u in range(view.n_users)])
+            r = _score(view, Embeddings(base.items, users), cfg)
+            rows.append(({"item2vec_window": window, "item2vec_sample": sample, "item2vec_recent": recent}, r,
+                         time.perf_counter() - t))
+    return rows
+
+
+def tune_als(cfg, view, seed: int) -> list:
+    from guim_features.bench.baselines.als import ALS
+
+    rows = []
+    for reg, alpha in itertools.product((0.01, 0.05, 0.2), (1.0, 10.0, 40.0)):
+        t = time.perf_counter()
+        emb = ALS(_with(cfg, als_reg=reg, als_alpha=alpha)).embed(view, seed)
+        rows.append(({"als_reg": reg, "als_alpha": alpha}, _score(view, emb, cfg), time.perf_counter() - t))
+    return rows
+
+
+def main() -> None:
+    from guim_features.bench.data import BenchData
+    from guim_features.config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", required=True)
+    ap.add_argument("--methods", default="item2vec,als")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cfg = load_config(args.workspace)
+    view = BenchData.load(cfg).valid_view()
+    for name in args.methods.split(","):
+        rows = {"item2vec": tune_item2vec, "als": tune_als}[name](cfg, view, args.seed)
+        best = max(rows, key=lambda r: r[1])
+        print(f"\n### {name} (valid Recall@20, {view.n_users} users)\n")
+        print("| settings | valid Recall@20 | fit s |\n| --- | ---: | ---: |")
+        for s, r, sec in rows:
+            mark = "**" if s is best[0] else ""
+            print(f"| {mark}{', '.join(f'{k}={v}' for k, v in s.items())}{mark} | {r:.4f} | {sec:.0f} |")
+        print(f"\nbest: " + " ".join(f"--set bench.{k}={v}" for k, v in best[0].items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
