@@ -33,14 +33,14 @@ def tune_item2vec(cfg, view, seed: int) -> list:
     from guim_features.bench.baselines.item2vec import Item2Vec
 
     rows = []
-    for window, sample in itertools.product((2, 5, 10), (1e-3, 1e-4)):
+    for window, sample in itertools.product((2, 5, 10, 20), (1e-3, 1e-4)):
         t = time.perf_counter()
         base = Item2Vec(_with(cfg, item2vec_window=window, item2vec_sample=sample)).embed(view, seed)
+        fit = time.perf_counter() - t
         for recent in (1, 3, 5, 10):        # the user rule needs no refit
             users = np.stack([recent_mean(base.items, view.test_input(u), recent) for u in range(view.n_users)])
             r = _score(view, Embeddings(base.items, users), cfg)
-            rows.append(({"item2vec_window": window, "item2vec_sample": sample, "item2vec_recent": recent}, r,
-                         time.perf_counter() - t))
+            rows.append(({"item2vec_window": window, "item2vec_sample": sample, "item2vec_recent": recent}, r, fit))
     return rows
 
 

@@ -135,13 +135,15 @@ class TrainConfig:
     max_len: int = opt(50, "Behaviours the encoder sees; longer training histories are cut into windows")
     id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
-    interest_residual: bool = opt(False, "Add the last position's state to every interest (more accurate next "
-                                         "item, less diverse interests)")
-    diversity_weight: float = opt(0.1, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
+    interest_residual: bool = opt(False, "Add the last position's state to every interest (on: each interest = the "
+                                         "sequence state + its own read-out, and the K interests collapse into one)")
+    diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
                                        "(ComiRec-SA): pushes the interests onto different events")
-    score: str = opt("max", "User-item score over the K interests: max | lse (weight-weighted log-sum-exp)")
-    train_score: str = opt("route", "Training logits: route (each target trains the interest closest to it, "
-                                    "cost of K = 1; weights learn to predict that interest) | exact (`score`)")
+    score: str = opt("lse", "User-item score over the K interests: lse (tau log sum_k w_k exp(s_k / tau): a "
+                            "w-weighted mixture of the K interests' softmax kernels) | max (max_k s_k)")
+    train_score: str = opt("exact", "Training logits: exact (`score`, every interest trained by every target) | "
+                                    "route (each target trains the interest closest to it, cost of K = 1; "
+                                    "ComiRec)")
     normalize: bool = opt(True, "Score by cosine (L2-normalised vectors) instead of the dot product")
     temperature: float = opt(0.1, "InfoNCE temperature (cosine: ~0.05-0.1; dot product: 1.0)")
     learn_temperature: bool = opt(False, "Learn the temperature (initialised at `temperature`)")
@@ -160,7 +162,7 @@ class TrainConfig:
     batch_size: int = opt(128, "Training windows per step")
     epochs: int = opt(40, "Maximum epochs")
     patience: int = opt(5, "Early stopping: epochs without a better valid NDCG@20")
-    lr: float = opt(1e-3, "AdamW peak learning rate")
+    lr: float = opt(2e-3, "AdamW peak learning rate")
     weight_decay: float = opt(0.01, "AdamW weight decay (matrices only; not embeddings, norms, biases)")
     warmup_steps: int = opt(50, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
@@ -198,13 +200,15 @@ class BenchConfig:
     item2vec_recent: int = opt(5, "item2vec: a user is the mean of this many most recent items")
     als_rank: int = opt(64, "ALS: number of factors")
     als_reg: float = opt(0.05, "ALS: regParam (scaled by the user's item count, as Spark does)")
-    als_alpha: float = opt(10.0, "ALS: implicit confidence alpha")
+    als_alpha: float = opt(1.0, "ALS: implicit confidence alpha (chosen on valid, bench/tune_baselines.py)")
     als_iters: int = opt(10, "ALS: iterations")
+    guim_overrides: dict = opt({}, "train.* overrides per trained GUIM method, e.g. {guim_k1: {lr: 0.001}} "
+                                   "(settings chosen on the valid split)")
     sasrec_max_len: int = opt(50, "SASRec: sequence length")
     sasrec_layers: int = opt(2, "SASRec: Transformer layers")
     sasrec_heads: int = opt(2, "SASRec: attention heads")
     sasrec_dropout: float = opt(0.3, "SASRec: dropout")
-    sasrec_lr: float = opt(0.001, "SASRec: AdamW learning rate")
+    sasrec_lr: float = opt(0.002, "SASRec: AdamW learning rate (as train.lr)")
     sasrec_batch: int = opt(128, "SASRec: sequences per batch")
     sasrec_epochs: int = opt(100, "SASRec: maximum epochs (early stopping on valid Recall@20)")
     sasrec_patience: int = opt(5, "SASRec: epochs without valid improvement before stopping")

@@ -9,8 +9,12 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   behaviour, time-gap and position embeddings.
 - Mixture of representation: K learned interest queries (each shifted by the position's own
   state) attend over the encoded sequence; interest k = LayerNorm(W_o attn_k) (+ h_t with
-  ``interest_residual``: more accurate, less diverse); the K
-  weights are a softmax of a learned gate over the interests.
+  ``interest_residual``: the K interests then collapse onto h_t); the K weights are a softmax of a
+  learned gate over the interests.
+- Score (``score``): ``lse`` = tau log sum_k w_k exp(cos(u_k, v) / tau), a w-weighted mixture of the
+  K interests' softmax kernels at the training temperature; ``max`` = max_k cos(u_k, v). Training
+  uses the same score (``train_score=exact``) or, with ``route``, only the interest nearest the
+  target (ComiRec, Cen et al. 2020; K = 1 cost, but .09 Recall@20 worse on ML-100K).
 - Objectives: next-item prediction at every position plus BERT-style masked-item prediction
   (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)

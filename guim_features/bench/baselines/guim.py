@@ -48,7 +48,9 @@ class GuimTrained(Method):
     def embed(self, data, seed: int) -> Embeddings:
         from ...train import train_model
 
-        result = train_model(self.cfg, seed=seed, overrides={"K": self.k}, mlflow_log=False, register=False)
+        extra = dict(self.cfg.bench.guim_overrides.get(self.name) or {})
+        result = train_model(self.cfg, seed=seed, overrides={**extra, "K": self.k}, mlflow_log=False,
+                             register=False)
         return embed_with(result.embedder, data)
 
 
