@@ -161,7 +161,7 @@ class TrainConfig:
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = opt(128, "Training windows per step")
     epochs: int = opt(40, "Maximum epochs")
-    patience: int = opt(5, "Early stopping: epochs without a better valid NDCG@20")
+    patience: int = opt(10, "Early stopping: epochs without a better valid NDCG@20")
     lr: float = opt(2e-3, "AdamW peak learning rate")
     weight_decay: float = opt(0.01, "AdamW weight decay (matrices only; not embeddings, norms, biases)")
     warmup_steps: int = opt(50, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
@@ -211,7 +211,7 @@ class BenchConfig:
     sasrec_lr: float = opt(0.002, "SASRec: AdamW learning rate (as train.lr)")
     sasrec_batch: int = opt(128, "SASRec: sequences per batch")
     sasrec_epochs: int = opt(100, "SASRec: maximum epochs (early stopping on valid Recall@20)")
-    sasrec_patience: int = opt(5, "SASRec: epochs without valid improvement before stopping")
+    sasrec_patience: int = opt(10, "SASRec: epochs without valid improvement before stopping (as train.patience)")
     threads: int = opt(2, "torch CPU threads in the bench run")
     log_mlflow: bool = opt(True, "Log the report to MLflow (experiment guim-bench) and tag the model version")
 
