@@ -81,7 +81,7 @@ class Embedder:
         return np.concatenate([np.zeros((3, self.d), np.float32), v])
 
     def score(self, interests, weights, item_vectors) -> np.ndarray:
-        """(B, K, d), (B, K), (N, d) -> (B, N) by the model's rule (max over interests by default)."""
+        """(B, K, d), (B, K), (N, d) -> (B, N) by the model's rule (``lse`` mixture by default, or ``max``)."""
         import torch
 
         with torch.no_grad():

@@ -4,7 +4,7 @@ One Feast online lookup reads the user's mixture (K interest vectors, K weights,
 the HNSW index is searched once per interest (one batched call); the union of candidates is
 re-scored exactly against all K interests and merged by the configured rule:
 
-- ``max``: s(u, v) = max_k u_k . v  (GUIM's default, Yang et al. 2022 sec. 3.3);
+- ``max``: s(u, v) = max_k u_k . v  (Yang et al. 2022 sec. 3.3);
 - ``lse``: s(u, v) = tau log sum_k w_k exp(u_k . v / tau)  (the weighted mixture; tau = the model's
   temperature, recorded in the index meta at publish time).
 

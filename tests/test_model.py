@@ -49,7 +49,7 @@ def test_score_rules_by_hand():
     items = torch.tensor([[3.0, 1.0], [0.0, -1.0]])               # (N=2, d=2)
     # dot products: item0 -> (3, 2), item1 -> (0, -2)
     assert torch.allclose(m.score(interests, weights, items), torch.tensor([[3.0, 0.0]]))
-    m.args["score"] = "lse"                                       # tau * log sum_k w_k exp(s_k / tau)
+    # lse: tau * log sum_k w_k exp(s_k / tau)
     m = make(K=2, normalize=False, score="lse", temperature=1.0)
     expect = [np.log(0.25 * np.exp(3) + 0.75 * np.exp(2)), np.log(0.25 * np.exp(0) + 0.75 * np.exp(-2))]
     assert torch.allclose(m.score(interests, weights, items), torch.tensor([expect], dtype=torch.float32), atol=1e-5)

@@ -2,7 +2,7 @@
 
 Both go through the model's public interface (docs/CONTRACTS.md "Model API"): item vectors from
 ``encode_items(item_features)``, user mixtures from ``encode_users`` over each user's test input
-(train + valid events), and the model's own ``score`` (max over interests by default).
+(train + valid events), and the model's own ``score`` (the ``lse`` mixture by default).
 NOTE: gold ``user_embeddings`` are not read: they encode each user's latest sequence, which
 includes the test events, so benchmarking them would leak the targets.
 """
