@@ -193,7 +193,7 @@ class BenchConfig:
     min_class_size: int = opt(5, "Probe labels with fewer examples are dropped (or the probe skipped)")
     neighbours: int = opt(10, "similar_items: neighbours per item (precision@N)")
     coverage_k: int = opt(50, "interest_coverage: size of the recommended list")
-    item2vec_window: int = opt(10, "item2vec: skip-gram window")
+    item2vec_window: int = opt(20, "item2vec: skip-gram window (chosen on valid, bench/tune_baselines.py)")
     item2vec_epochs: int = opt(30, "item2vec: passes over the sequences")
     item2vec_sample: float = opt(0.0001, "item2vec: down-sampling threshold of frequent items")
     item2vec_ns_exponent: float = opt(0.75, "item2vec: exponent of the negative-sampling distribution")
