@@ -202,8 +202,6 @@ class BenchConfig:
     als_reg: float = opt(0.05, "ALS: regParam (scaled by the user's item count, as Spark does)")
     als_alpha: float = opt(1.0, "ALS: implicit confidence alpha (chosen on valid, bench/tune_baselines.py)")
     als_iters: int = opt(10, "ALS: iterations")
-    guim_overrides: dict = opt({}, "train.* overrides per trained GUIM method, e.g. {guim_k1: {lr: 0.001}} "
-                                   "(settings chosen on the valid split)")
     sasrec_max_len: int = opt(50, "SASRec: sequence length")
     sasrec_layers: int = opt(2, "SASRec: Transformer layers")
     sasrec_heads: int = opt(2, "SASRec: attention heads")

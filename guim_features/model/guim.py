@@ -38,10 +38,8 @@ from ..schemas import FIRST_ITEM_INDEX, MASK
 from .towers import ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
-HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual", "diversity_weight",
-         "score", "train_score",
-         "normalize",
-         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
+HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
+         "diversity_weight", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
@@ -101,10 +99,12 @@ class InterestMixture(nn.Module):
         self.gate = nn.Linear(d, 1)
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(p)
 
-    def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None):
+    def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None,
+                penalty: bool = False):
         """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
-        queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and the penalty
-        ||A A^T - I||_F^2 of the K attention maps (B, T): 0 when they are one-hot on different events."""
+        queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and, with
+        ``penalty``, ||A A^T - I||_F^2 of the K attention maps (B, T) (0 when they are one-hot on
+        different events; else None)."""
         hq = h if rows is None else h[:, rows]                                 # (B, T, d)
         B, T, d = hq.shape
         K = self.queries.shape[0]
@@ -112,8 +112,10 @@ class InterestMixture(nn.Module):
         att = torch.bmm(q, self.k(h).transpose(1, 2)) / math.sqrt(d)         # (B, T*K, L)
         bias = torch.zeros(allowed.shape, dtype=att.dtype, device=att.device).masked_fill(~allowed, float("-inf"))
         att = (att.view(B, T, K, -1) + bias[:, :, None]).softmax(-1)           # (B, T, K, L)
-        gram = att @ att.transpose(-1, -2)                                      # (B, T, K, K)
-        overlap = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))  # (B, T) ||A A^T - I||^2
+        overlap = None
+        if penalty:
+            gram = att @ att.transpose(-1, -2)                                  # (B, T, K, K)
+            overlap = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))   # (B, T)
         o = torch.bmm(att.view(B, T * K, -1), self.v(h)).view(B, T, K, d)      # (B, T, K, d)
         interests = self.drop(self.o(o))                                       # (B, T, K, d)
         interests = self.norm(interests + hq[:, :, None] if self.residual else interests)
@@ -188,11 +190,12 @@ class GUIM(nn.Module):
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
-            interests, weights, overlap = self.mixture(h, allowed)              # (B, L, K, d), (B, L, K)
+            diverse = a["K"] > 1 and a["diversity_weight"] > 0
+            interests, weights, overlap = self.mixture(h, allowed, penalty=diverse)   # (B, L, K, d), (B, L, K)
             pos = valid & (tgt > 0)                                             # (B, L)
             parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache)
             total = total + a["next_weight"] * parts["next"]
-            if a["K"] > 1 and a["diversity_weight"] > 0:
+            if diverse:
                 parts["overlap"] = overlap[pos].mean()
                 total = total + a["diversity_weight"] * parts["overlap"]
         if a["mlm_weight"] > 0:
@@ -294,18 +297,19 @@ class GUIM(nn.Module):
         """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar."""
         vecs, labels, logq = self._candidates(y, cache)
         aux = 0.0
-        if interests.shape[1] > 1:
-            with torch.no_grad():   # the interest nearest the target (label-aware, ComiRec, Cen et al. 2020)
+        route = self.args["train_score"] == "route"
+        # route, or exact max (whose weights get no gradient from the score): the weights learn to
+        # predict the interest nearest the target (label-aware, ComiRec, Cen et al. 2020)
+        if interests.shape[1] > 1 and (route or self.args["score"] == "max"):
+            with torch.no_grad():
                 t = vecs[labels].detach()                                     # (P, d)
                 if self.args["normalize"]:
                     t = F.normalize(t, dim=-1)
                 k = torch.einsum("pkd,pd->pk", F.normalize(interests, dim=-1) if self.args["normalize"]
                                  else interests, t).argmax(-1)                # (P,)
-            if self.args["train_score"] == "route":                           # only it is scored: cost of K = 1
-                aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)  # weights predict that interest
+            aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)
+            if route:                                                         # only it is scored: cost of K = 1
                 interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
-            elif self.args["score"] == "max":   # exact max: the weights get no gradient from the score
-                aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)
         logits = self.logits(interests, weights, vecs)                          # (P, N)
         if logq is not None:
             logits = logits - logq[None]

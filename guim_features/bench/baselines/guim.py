@@ -48,9 +48,7 @@ class GuimTrained(Method):
     def embed(self, data, seed: int) -> Embeddings:
         from ...train import train_model
 
-        extra = dict(self.cfg.bench.guim_overrides.get(self.name) or {})
-        result = train_model(self.cfg, seed=seed, overrides={**extra, "K": self.k}, mlflow_log=False,
-                             register=False)
+        result = train_model(self.cfg, seed=seed, overrides={"K": self.k}, mlflow_log=False, register=False)
         return embed_with(result.embedder, data)
 
 
