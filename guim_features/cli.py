@@ -42,7 +42,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--launcher", choices=["torchrun", "spark"], default="torchrun",
                        help="how to start DDP processes when --num-processes > 1")
     elif name == "embed":
-        p.add_argument("--model-uri", dest="model_uri", help="default models:/guim@challenger")
+        from .embed import add_arguments
+
+        add_arguments(p)
     elif name == "publish":
         p.add_argument("--model-version", dest="model_version", help="publish this version (default: latest exported)")
     elif name == "recommend":

@@ -94,7 +94,6 @@ class SequencesConfig:
 @dataclass(frozen=True)
 class EmbedConfig:
     model_uri: str = opt("models:/guim@challenger", "Registered model to export with (`--model-uri` wins)")
-    sequence_part: str = opt("all", "User history fed to the encoder: all (train+valid+test, newest max_len) | train")
     batch_size: int = opt(512, "Users or items per inference batch inside each Spark task")
     partitions: int = opt(2, "Spark partitions for batch inference (one model copy per task)")
 
@@ -107,7 +106,7 @@ class PublishConfig:
     offline_store: str = opt("file", "Feast offline store: file (Parquet snapshots in the workspace) | spark "
                                      "(Spark reading the gold Delta tables directly)")
     materialize: str = opt("fast", "fast (vectorised write into Feast's online table format) | feast (Feast's own "
-                                   "materialize_incremental, ~1,500 rows/s)")
+                                   "materialize from the epoch, ~1,500 rows/s)")
     ann_m: int = opt(32, "HNSW graph degree M of the item index (faiss IndexHNSWFlat, inner product)")
     ann_ef_construction: int = opt(80, "HNSW efConstruction (build quality)")
     ann_ef_search: int = opt(64, "HNSW efSearch (query quality vs latency)")
@@ -278,9 +277,19 @@ def _coerce(where: str, typ: Any, value: Any) -> Any:
                       f"{type(value).__name__} {value!r}")
 
 
+# Keys older workspaces may still have in guim.yaml: ignored with a note instead of an error.
+RETIRED = {"embed.sequence_part": "user snapshots now use every event before their as-of time (guim embed --as-of)"}
+
+
 def _build(cls: type, where: str, values: dict) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    for key in [k for k in values if f"{where}.{k}" in RETIRED]:
+        import warnings
+
+        warnings.warn(f"guim.yaml: {where}.{key} is no longer used ({RETIRED[f'{where}.{key}']}); delete it",
+                      stacklevel=2)
+        values = {k: v for k, v in values.items() if k != key}
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)

@@ -1,37 +1,116 @@
-"""``guim embed``: batch inference with a registered model into the gold tables (issue 4, item 1).
+"""``guim embed``: point-in-time (as-of) snapshots of user mixtures and item vectors in gold.
 
-Extract (silver ``user_sequences`` and ``item_features``) -> transform (Spark ``mapInArrow``: each
-task loads the model checkpoint shipped with ``SparkContext.addFile`` and encodes Arrow batches;
-pure functions of DataFrames) -> load (append one snapshot to gold ``user_embeddings`` and
-``item_embeddings``, all rows stamped with the model version and one event_timestamp).
+A snapshot of user ``u`` as of instant ``T`` is the model's mixture computed from ``u``'s
+events with ``ts < T`` only (the newest ``max_len`` of them), stamped ``event_timestamp = T``.
+Feast's point-in-time join then gives a label at time ``t`` the newest snapshot with
+``T <= t``: it never sees the label's own event or anything after it.
 
-- Users: every user's latest sequence (``embed.sequence_part=all``: train+valid+test, the model
-  keeps the newest max_len; ``train``: the train part only).
-- Items: every row of ``item_features``, including items no one interacted with: their vectors
-  come from content (hashed id bucket + fields), as the model defines.
-- A model trained with ``normalize`` (cosine score) has its vectors L2-normalised here, so the
-  dot product used downstream equals the model's score. The model's merge rule (max | lse) is
-  recorded as tag ``score`` on the registered version; ``guim publish`` reads it.
-- Re-running with a version already exported adds nothing (per table).
+- ``guim embed`` = ``guim embed --as-of now``; ``--as-of TIME`` is repeatable and
+  ``--backfill START END --every 1d`` adds START, START+1d, … up to END. All as-of times of one
+  command run as **one** Spark job: each user's history is read and sorted once, and every as-of
+  window of it is cut from that one array.
+- **Incremental**: a user gets a row at ``T`` only when their history before ``T`` differs from
+  the one behind their previous snapshot of the same model version (or they have none). An
+  unchanged user keeps the older row, which the point-in-time join finds — the vectors would be
+  bit-identical anyway (same events in, same vectors out; see ``Embedder.encode_users``). Users
+  with no event before ``T`` get no row for it; an as-of time already exported adds nothing.
+- Histories come from bronze ``events`` (not silver ``user_sequences``, whose train part is capped
+  to the newest ``max_len`` events *now* and would lose the events a past window needs), with the
+  same item indices, behaviour codes and time-gap buckets as the silver sequences
+  (:func:`guim_features.sequences.user_histories`). As-of times are whole seconds (UTC), the
+  resolution of those sequences, so ``ts < T`` is exact.
+- Items: one snapshot per model version, stamped :data:`ITEM_STAMP` (1970-01-01 UTC). An item
+  vector is a function of the model and the item's content, not of any event time, so it is
+  valid at every instant a user snapshot of the same version is; stamping it at the earliest
+  instant lets the point-in-time join find it for every as-of snapshot, including ones
+  backfilled later into the past. Items no one interacted with get vectors from their content.
+- Gold tables are partitioned by ``model_version`` and ``snapshot_date`` so that publishing and
+  the Spark offline store read one version (and the dates they need) only.
 
-spark-submit: ``spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.1 --py-files guim_features.zip
-spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim/3]``.
+spark-submit: ``spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 --py-files guim_features.zip
+spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim/3] [--as-of …] [--backfill …]``.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import numpy as np
 
 from .errors import GuimError
 
-USER_SCHEMA = "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>"
+ITEM_STAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PARTITIONS = ["model_version", "snapshot_date"]
+USER_SCHEMA = "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, as_of LONG"
 ITEM_SCHEMA = "item_id STRING, vector ARRAY<FLOAT>"
 ITEM_INPUT = ["item_idx", "item_id", "category_idx", "brand_idx", "shop_idx", "price_norm", "year_norm",
               "title_tokens", "tag_ids", "image"]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
+
+# -- as-of times ---------------------------------------------------------------------------------
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """``now``, an ISO date (``2017-12-01``) or date-time (naive = UTC) -> UTC, whole seconds (floor)."""
+    text = str(text).strip()
+    if text.lower() == "now":
+        t = now or datetime.now(timezone.utc)
+    else:
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise GuimError(f"as-of time {text!r}: expected now, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]") from None
+    t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(microsecond=0)
+
+
+def parse_every(text: str) -> timedelta:
+    """``1d``, ``6h``, ``30m``, ``90s``, ``1w`` -> timedelta (positive)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(text))
+    if not m or int(m.group(1)) == 0:
+        raise GuimError(f"--every {text!r}: expected a positive interval such as 1d, 12h, 30m or 1w")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def as_of_times(as_of=None, backfill=None, every: str = "1d", now: datetime | None = None) -> list[datetime]:
+    """The sorted, distinct as-of instants of one command (``now`` when nothing is given).
+
+    ``backfill`` = (START, END): START, START + every, … while <= END (both ends included)."""
+    now = now or datetime.now(timezone.utc)
+    out = [parse_time(t, now) for t in (as_of or [])]
+    if backfill:
+        start, end = parse_time(backfill[0], now), parse_time(backfill[1], now)
+        if end < start:
+            raise GuimError(f"--backfill {backfill[0]} {backfill[1]}: END is before START")
+        step = parse_every(every)
+        n = int((end - start) / step) + 1
+        if n > 100_000:
+            raise GuimError(f"--backfill with --every {every} makes {n:,} as-of times; choose a longer interval")
+        out += [start + i * step for i in range(n)]
+    return sorted(set(out)) if out else [parse_time("now", now)]
+
+
+def plan_snapshots(t: np.ndarray, existing: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which as-of snapshots one user needs: (as-of times, events before each) to encode.
+
+    ``t``: the user's event times, sorted (seconds); ``existing``: as-of times of their snapshots
+    already in gold for this model version; ``times``: the as-of times asked for (seconds). A time
+    needs a row when the user has events before it, it is not in ``existing``, and the number of
+    events before it differs from that before the previous instant of ``existing`` ∪ ``times``
+    (an unchanged history keeps the previous row; histories only grow, so equal counts mean
+    equal histories)."""
+    grid = np.union1d(existing, times)
+    n = np.searchsorted(t, grid, side="left")                                   # events with ts < instant
+    prev = np.concatenate([[0], n[:-1]])
+    keep = np.isin(grid, times) & ~np.isin(grid, existing) & (n > 0) & (n != prev)
+    return grid[keep], n[keep]
+
+
+# -- Spark transforms (pure DataFrame -> DataFrame) ----------------------------------------------
 
 def _load_task_model(file_name: str):
     """The embedder inside a Spark task (one thread per task: the tasks already fill the cores)."""
@@ -46,7 +125,6 @@ def _load_task_model(file_name: str):
 
 def _nested(values, inner: int, outer: int | None = None):
     """Flat float32 values -> list<float> of ``inner`` (or list<list<float>> of outer x inner)."""
-    import numpy as np
     import pyarrow as pa
 
     flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
@@ -57,39 +135,77 @@ def _nested(values, inner: int, outer: int | None = None):
 
 
 def _l2(x):
-    import numpy as np
-
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
-def encode_users(sequences, file_name: str, part: str = "all", normalize: bool = False, batch_size: int = 512):
-    """user_sequences DataFrame -> (user_id, interests K x d, weights K) DataFrame."""
-    if part not in ("all", "train"):
-        raise GuimError(f"embed.sequence_part={part!r}: expected all or train")
+def _lists(col) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow list column -> (flat values, offsets) without Python objects."""
+    import pyarrow as pa
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    offsets = col.offsets.to_numpy()
+    values = col.values.to_numpy(zero_copy_only=False)
+    return values, offsets
+
+
+def histories(spark, events, index, behaviors: list, gap_buckets: int, before_s: int, snapshots=None):
+    """Per user (with an event before ``before_s``): item_idx, behavior, gaps and t (seconds) arrays
+    of every event before ``before_s`` in time order, plus ``existing``: as-of times (seconds) of
+    their snapshots already in gold (``snapshots``: the gold rows of this model version, or None)."""
+    from pyspark.sql import functions as F
+
+    from .sequences import user_histories
+
+    ev = events.where(F.col("ts") < F.timestamp_seconds(F.lit(before_s)))
+    h = user_histories(ev, index, behaviors, gap_buckets).select(
+        "user_id", F.col("e.item_idx").alias("item_idx"), F.col("e.b").alias("behavior"),
+        F.col("g").alias("gaps"), F.col("e.t").alias("t"))
+    if snapshots is None:
+        return h.withColumn("existing", F.array().cast("array<long>"))
+    snaps = snapshots.groupBy("user_id").agg(
+        F.collect_list(F.unix_seconds("event_timestamp")).alias("existing"))
+    return h.join(snaps, "user_id", "left").withColumn(
+        "existing", F.coalesce("existing", F.array().cast("array<long>")))
+
+
+def encode_as_of(hist, file_name: str, times_s: list[int], normalize: bool = False, batch_size: int = 512):
+    """histories DataFrame -> (user_id, interests K x d, weights K, as_of seconds): the snapshots
+    :func:`plan_snapshots` asks for, each from the user's newest ``max_len`` events before it."""
+    times = np.asarray(sorted(times_s), np.int64)
 
     def fn(batches):
-        import numpy as np
         import pyarrow as pa
 
-        from .schemas import TRAIN
-
         emb = _load_task_model(file_name)
+        L = emb.max_len
         for b in batches:
-            cols = {c: b.column(c).to_pylist() for c in ("item_idx", "behavior", "gaps", "split")}
-            seqs = {c: [] for c in ("item_idx", "behavior", "gaps")}
-            for i in range(b.num_rows):
-                keep = (np.asarray(cols["split"][i]) == TRAIN) if part == "train" else slice(None)
-                for c in seqs:
-                    seqs[c].append(np.asarray(cols[c][i], dtype=np.int64)[keep])
-            interests, weights = emb.encode_users(seqs["item_idx"], seqs["behavior"], seqs["gaps"],
-                                                  batch_size=batch_size)           # (B, K, d), (B, K)
-            if normalize:
-                interests = _l2(interests)
-            yield pa.RecordBatch.from_arrays(
-                [b.column("user_id"), _nested(interests, emb.d, emb.K), _nested(weights, emb.K)],
-                names=["user_id", "interests", "weights"])
+            it, off = _lists(b.column("item_idx"))
+            be, _ = _lists(b.column("behavior"))
+            ga, _ = _lists(b.column("gaps"))
+            ts, _ = _lists(b.column("t"))
+            ex, ex_off = _lists(b.column("existing"))
+            users, stamps, wins = [], [], []
+            for r in range(b.num_rows):
+                lo, hi = off[r], off[r + 1]
+                at, n = plan_snapshots(ts[lo:hi], np.sort(ex[ex_off[r]:ex_off[r + 1]]), times)
+                for T, k in zip(at.tolist(), n.tolist()):
+                    users.append(r)
+                    stamps.append(T)
+                    wins.append((lo + max(0, k - L), lo + k))
+            ids = b.column("user_id")
+            step = max(batch_size * 8, 1)
+            for s in range(0, len(wins), step):
+                part = wins[s:s + step]
+                interests, weights = emb.encode_users([it[a:z] for a, z in part], [be[a:z] for a, z in part],
+                                                      [ga[a:z] for a, z in part], batch_size=batch_size)
+                if normalize:
+                    interests = _l2(interests)
+                yield pa.RecordBatch.from_arrays(
+                    [ids.take(pa.array(users[s:s + step], pa.int64())), _nested(interests, emb.d, emb.K),
+                     _nested(weights, emb.K), pa.array(stamps[s:s + step], pa.int64())],
+                    names=["user_id", "interests", "weights", "as_of"])
 
-    return sequences.select("user_id", "item_idx", "behavior", "gaps", "split").mapInArrow(fn, USER_SCHEMA)
+    return hist.select("user_id", "item_idx", "behavior", "gaps", "t", "existing").mapInArrow(fn, USER_SCHEMA)
 
 
 def encode_items(item_features, file_name: str, normalize: bool = False, batch_size: int = 4096):
@@ -109,21 +225,56 @@ def encode_items(item_features, file_name: str, normalize: bool = False, batch_s
     return item_features.select(*ITEM_INPUT).mapInArrow(fn, ITEM_SCHEMA)
 
 
-def stamp(df, model_version: str, ts: datetime):
-    """Add model_version and event_timestamp (microseconds, UTC) columns."""
+def stamp(df, model_version: str, ts=None):
+    """Add model_version, event_timestamp (``ts``, or the ``as_of`` seconds column) and snapshot_date."""
     from pyspark.sql import functions as F
 
-    return df.withColumn("model_version", F.lit(model_version)).withColumn(
-        "event_timestamp", F.lit(ts).cast("timestamp"))
+    when = F.timestamp_seconds("as_of") if ts is None else F.lit(ts).cast("timestamp")
+    return (df.withColumn("model_version", F.lit(model_version)).withColumn("event_timestamp", when)
+              .withColumn("snapshot_date", F.to_date("event_timestamp")))
 
 
-def exported(spark, path: str, model_version: str) -> bool:
-    """Whether the gold table at ``path`` already holds a snapshot of ``model_version``."""
+# -- gold tables ------------------------------------------------------------------------------------
+
+def ensure_partitioned(spark, path: str, table: str) -> None:
+    """Rewrite a gold table written before partitioning (model_version, snapshot_date) once, in place."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
     from . import delta
 
     if not delta.exists(spark, path):
-        return False
-    return spark.read.format("delta").load(path).filter(f"model_version = '{model_version}'").limit(1).count() > 0
+        return
+    detail = DeltaTable.forPath(spark, path).detail().collect()[0]
+    if list(detail["partitionColumns"]) == PARTITIONS:
+        return
+    df = spark.read.format("delta").load(path).withColumn("snapshot_date", F.to_date("event_timestamp"))
+    (delta.conform(df, table).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+     .partitionBy(*PARTITIONS).save(path))
+    print(f"gold table {table} repartitioned by {', '.join(PARTITIONS)} (one-time upgrade)")
+
+
+def write_gold(df, path: str, table: str) -> int:
+    """Append rows to a gold table (created partitioned); returns the rows written."""
+    from . import delta
+
+    spark = df.sparkSession
+    before = delta.version(spark, path) if delta.exists(spark, path) else -1
+    delta.conform(df, table).write.format("delta").mode("append").partitionBy(*PARTITIONS).save(path)
+    if delta.version(spark, path) == before:
+        return 0                        # nothing to append: Delta made no commit, history(1) is an old one
+    return _appended(spark, path)
+
+
+def version_rows(spark, path: str, model_version: str):
+    """Rows of one model version of a gold table (partition-pruned), or None when there is no table."""
+    from pyspark.sql import functions as F
+
+    from . import delta
+
+    if not delta.exists(spark, path):
+        return None
+    return spark.read.format("delta").load(path).where(F.col("model_version") == model_version)
 
 
 def _spread(df, partitions: int):
@@ -157,51 +308,86 @@ def _tag_model(cfg, emb) -> None:
         pass
 
 
-def run(cfg, args) -> int:
-    """CLI entry: ``guim embed [--model-uri URI]``."""
+def _ship(spark, cfg, emb) -> str:
+    """Send the checkpoint to every executor; named by content (a Spark session refuses a second,
+    different file under a name it has shipped). Works on a cluster as well as in local mode."""
+    tmp = Path(cfg.resolve("embed_cache")) / f"model_v{emb.model_version}.pt.tmp"
+    emb.save(tmp)
+    digest = hashlib.sha1(tmp.read_bytes()).hexdigest()[:12]
+    ckpt = tmp.with_name(f"model_v{emb.model_version}_{digest}.pt")
+    os.replace(tmp, ckpt)
+    spark.sparkContext.addFile(str(ckpt))
+    return ckpt.name
+
+
+def export(cfg, model_uri: str | None = None, times: list[datetime] | None = None, spark=None,
+           quiet: bool = False) -> dict:
+    """Append the as-of snapshots of ``times`` (default: now) and the version's item snapshot to gold.
+
+    Returns {'model_version', 'times', 'user_rows', 'item_rows', 'seconds'}."""
     from . import delta
     from .embedder import load_embedder
-    from .spark import get_spark
+    from .spark import ensure_sql_defaults, get_spark
 
     t0 = time.perf_counter()
-    uri = getattr(args, "model_uri", None) or cfg.embed.model_uri
+    times = times or as_of_times()
+    uri = model_uri or cfg.embed.model_uri
     emb = load_embedder(uri, tracking_uri=cfg.mlflow_uri)
     version = emb.model_version
     if not version:
         raise GuimError(f"model {uri!r} has no registered version; export a registered model "
                         f"(models:/{getattr(cfg.train, 'model_name', 'guim')}/N or @alias)")
-    spark = get_spark(cfg.spark)
+    spark = ensure_sql_defaults(spark or get_spark(cfg.spark))
     paths = {n: cfg.table(n) for n in ("user_embeddings", "item_embeddings")}
-    todo = {n: not exported(spark, p, version) for n, p in paths.items()}
-    if not any(todo.values()):
-        print(f"model version {version} is already exported to {paths['user_embeddings']} and "
-              f"{paths['item_embeddings']}: nothing added")
-        return 0
-    # ship the checkpoint to every executor (works on a cluster as well as in local mode)
-    # named by content: a Spark session refuses a second, different file under a name it has shipped
-    tmp = Path(cfg.resolve("embed_cache")) / f"model_v{version}.pt.tmp"
-    emb.save(tmp)
-    digest = hashlib.sha1(tmp.read_bytes()).hexdigest()[:12]
-    ckpt = tmp.with_name(f"model_v{version}_{digest}.pt")
-    os.replace(tmp, ckpt)
-    spark.sparkContext.addFile(str(ckpt))
+    for name, path in paths.items():
+        ensure_partitioned(spark, path, name)
+    file_name = _ship(spark, cfg, emb)
     normalize = bool(emb.config.get("normalize", False))
-    ts = datetime.now(timezone.utc).replace(microsecond=0)
-    counts = {}
     n_part = max(1, cfg.embed.partitions)
-    if todo["user_embeddings"]:
-        seq = _spread(delta.read(spark, cfg.table("user_sequences"), "user_sequences"), n_part)
-        users = stamp(encode_users(seq, ckpt.name, cfg.embed.sequence_part, normalize, cfg.embed.batch_size),
-                      version, ts)
-        delta.conform(users, "user_embeddings").write.format("delta").mode("append").save(paths["user_embeddings"])
-        counts["users"] = _appended(spark, paths["user_embeddings"])
-    if todo["item_embeddings"]:
+    times_s = [int(t.timestamp()) for t in times]
+
+    events = delta.read(spark, cfg.table("events"), "events")
+    index = delta.read(spark, cfg.table("item_index"), "item_index")
+    hist = histories(spark, events, index, list(cfg.ingest.behaviors), cfg.sequences.gap_buckets,
+                     max(times_s), version_rows(spark, paths["user_embeddings"], version))
+    users = encode_as_of(_spread(hist, n_part), file_name, times_s, normalize, cfg.embed.batch_size)
+    counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
+    t_users = time.perf_counter() - t0
+    old_items = version_rows(spark, paths["item_embeddings"], version)
+    if old_items is None or old_items.limit(1).count() == 0:
         feats = _spread(delta.read(spark, cfg.table("item_features"), "item_features"), n_part)
-        items = stamp(encode_items(feats, ckpt.name, normalize, cfg.embed.batch_size), version, ts)
-        delta.conform(items, "item_embeddings").write.format("delta").mode("append").save(paths["item_embeddings"])
-        counts["items"] = _appended(spark, paths["item_embeddings"])
+        items = stamp(encode_items(feats, file_name, normalize, cfg.embed.batch_size), version, ITEM_STAMP)
+        counts["item_rows"] = write_gold(items, paths["item_embeddings"], "item_embeddings")
+    else:
+        counts["item_rows"] = 0
     _tag_model(cfg, emb)
-    print(f"exported model version {version} (K={emb.K}, d={emb.d}) at {ts:%Y-%m-%d %H:%M:%S} UTC: "
-          + ", ".join(f"{v} {k}" for k, v in counts.items())
-          + f" -> {cfg.resolve(cfg.paths.lakehouse)} ({time.perf_counter() - t0:.1f}s)")
+    out = {"model_version": str(version), "times": times, **counts, "user_seconds": t_users,
+           "seconds": time.perf_counter() - t0, "K": emb.K, "d": emb.d}
+    if not quiet:
+        span = (f"as of {times[0]:%Y-%m-%d %H:%M:%S}" if len(times) == 1 else
+                f"{len(times)} as-of times {times[0]:%Y-%m-%d %H:%M:%S} .. {times[-1]:%Y-%m-%d %H:%M:%S}")
+        print(f"model version {version} (K={emb.K}, d={emb.d}), {span} UTC: {counts['user_rows']:,} user "
+              f"snapshots written (users without new events keep their previous one), "
+              f"{counts['item_rows']:,} item vectors"
+              + ("" if counts["item_rows"] else " (this version's items are already exported)")
+              + f" -> {cfg.resolve(cfg.paths.lakehouse)} ({out['seconds']:.1f}s)")
+    return out
+
+
+def add_arguments(p) -> None:
+    """The as-of options, shared by ``guim embed`` and ``spark_jobs/export_embeddings.py``."""
+    p.add_argument("--model-uri", dest="model_uri", help="default: embed.model_uri (models:/guim@challenger)")
+    p.add_argument("--as-of", action="append", dest="as_of", metavar="TIME",
+                   help="snapshot each user from their events before TIME (now | YYYY-MM-DD[THH:MM:SS], UTC); "
+                        "repeatable; default now")
+    p.add_argument("--backfill", nargs=2, metavar=("START", "END"),
+                   help="as-of snapshots at START, START+EVERY, ... up to END, in one Spark job")
+    p.add_argument("--every", default="1d", help="backfill interval: 1d, 12h, 30m, 1w ... (default 1d)")
+
+
+def run(cfg, args) -> int:
+    """CLI entry: ``guim embed [--model-uri URI] [--as-of TIME ...] [--backfill START END --every 1d]``."""
+    times = as_of_times(getattr(args, "as_of", None), getattr(args, "backfill", None),
+                        getattr(args, "every", None) or "1d")
+    export(cfg, getattr(args, "model_uri", None), times)
     return 0

@@ -14,6 +14,13 @@ import numpy as np
 from .errors import GuimError
 
 CHECKPOINT = "model.pt"
+MIN_ROWS = 8          # smaller batches take other kernels whose rounding differs in the last bit
+
+
+def bucket_widths(max_len: int) -> np.ndarray:
+    """Sequence widths used for inference: 8, 16, 32, … below ``max_len``, then ``max_len``."""
+    w = [x for x in (8, 16, 32, 64, 128, 256, 512, 1024) if x < max_len]
+    return np.array(w + [max_len], np.int64)
 
 
 class Embedder:
@@ -37,7 +44,13 @@ class Embedder:
 
     def encode_users(self, item_idx: list, behavior: list, gaps: list,
                      batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Per-user 1-D int arrays (the input part, time-ordered) -> interests (B, K, d), weights (B, K)."""
+        """Per-user 1-D int arrays (the input part, time-ordered) -> interests (B, K, d), weights (B, K).
+
+        Rows are grouped by length into widths 8, 16, 32, … ``max_len`` (a sequence of 5 events is
+        encoded at width 8, not ``max_len``: the encoder is causal and left-padded, so the padding
+        it skips would be masked anyway) and every chunk has at least :data:`MIN_ROWS` rows (padded
+        with empty sequences). A row's vectors then depend only on its own events — not on which
+        other rows share its batch — so re-encoding a user gives bit-identical vectors."""
         import torch
 
         from .data import left_pad
@@ -45,17 +58,28 @@ class Embedder:
         if not (len(item_idx) == len(behavior) == len(gaps)):
             raise GuimError(f"encode_users: item_idx, behavior and gaps have different lengths "
                             f"({len(item_idx)}, {len(behavior)}, {len(gaps)})")
-        out_i, out_w, dev = [], [], self._device()
+        n = len(item_idx)
+        out_i = np.zeros((n, self.K, self.d), np.float32)
+        out_w = np.zeros((n, self.K), np.float32)
+        if n == 0:
+            return out_i, out_w
+        widths = bucket_widths(self.max_len)
+        lengths = np.fromiter((min(len(s), self.max_len) for s in item_idx), np.int64, n)
+        bucket = np.searchsorted(widths, lengths)                               # first width >= length
+        dev = self._device()
         with torch.no_grad():
-            for s in range(0, len(item_idx), batch_size):
-                t = [torch.as_tensor(left_pad(x[s:s + batch_size], self.max_len), device=dev)
-                     for x in (item_idx, behavior, gaps)]
-                interests, weights = self.model.encode_users(*t)              # (B, K, d), (B, K)
-                out_i.append(interests.float().cpu().numpy())
-                out_w.append(weights.float().cpu().numpy())
-        if not out_i:
-            return np.zeros((0, self.K, self.d), np.float32), np.zeros((0, self.K), np.float32)
-        return np.concatenate(out_i), np.concatenate(out_w)
+            for b in np.unique(bucket):
+                rows = np.flatnonzero(bucket == b)
+                w = int(widths[b])
+                for s in range(0, len(rows), batch_size):
+                    chunk = rows[s:s + batch_size]
+                    fill = max(0, MIN_ROWS - len(chunk))
+                    t = [torch.as_tensor(left_pad([x[i] for i in chunk] + [x[chunk[0]][:0]] * fill, w), device=dev)
+                         for x in (item_idx, behavior, gaps)]
+                    interests, weights = self.model.encode_users(*t)          # (b, K, d), (b, K)
+                    out_i[chunk] = interests[:len(chunk)].float().cpu().numpy()
+                    out_w[chunk] = weights[:len(chunk)].float().cpu().numpy()
+        return out_i, out_w
 
     def encode_items(self, item_features, batch_size: int = 4096) -> np.ndarray:
         """Rows in the item_features schema (pandas DataFrame) -> (N, d) float32."""

@@ -15,7 +15,7 @@ from the gold snapshot (Arrow), values are encoded to the exact ``ValueProto`` b
 Anything written here is read back by plain ``FeatureStore.get_online_features``; the tests
 compare the bytes with Feast's own encoders. The interval is recorded in the registry, as
 Feast's own materialization does. ``materialize`` is what ``guim publish`` calls; with
-``publish.materialize=feast`` it runs Feast's ``materialize_incremental`` instead.
+``publish.materialize=feast`` it runs Feast's ``materialize`` instead.
 """
 from __future__ import annotations
 
@@ -231,7 +231,11 @@ def materialize(cfg, store, users, items, k: int, progress=None) -> dict:
 
     if cfg.publish.materialize == "feast":
         t0 = time.perf_counter()
-        store.materialize_incremental(end_date=datetime.now(timezone.utc) + timedelta(seconds=1))
+        # materialize (not _incremental): with ttl 0, _incremental looks back one year only, and
+        # item vectors are stamped 1970-01-01; the sources hold one model version, so the newest
+        # row per key since the epoch is that version's current snapshot
+        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=timezone.utc),
+                          end_date=datetime.now(timezone.utc) + timedelta(seconds=1))
         return {"seconds": time.perf_counter() - t0, USER_VIEW: users.num_rows, ITEM_VIEW: items.num_rows}
     if cfg.publish.materialize != "fast":
         raise GuimError(f"publish.materialize={cfg.publish.materialize!r}: expected fast or feast")

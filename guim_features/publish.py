@@ -6,7 +6,7 @@ write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the p
 K and d read from the exported vectors); refresh the offline sources (file store: Parquet
 snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
 Delta tables); Feast apply; materialize the newest snapshot of that version into the online
-store (fast vectorised write, see online.py, or Feast's ``materialize_incremental``); build the
+store (fast vectorised write, see online.py, or Feast's ``materialize``); build the
 HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
 model's MLflow run.
 """
@@ -34,29 +34,80 @@ def ann_dir(cfg) -> Path:
     return Path(cfg.resolve("ann"))
 
 
-# -- reading the gold tables (delta-rs, no Spark) -------------------------------------------
-def read_gold(cfg, name: str):
-    """The whole gold table ``name`` as a pyarrow Table (clear error when it was never written).
+# -- reading the gold tables (delta-rs, no Spark; one model version at a time) -----------------
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
 
-    Local paths are read with delta-rs; object-store URIs (s3a://, abfss://…) through Spark, which
-    already holds the credentials for them."""
+
+def gold_dataset(cfg, name: str):
+    """The gold table ``name`` as a pyarrow dataset (lazy; filters on model_version and snapshot_date
+    prune partitions), or a clear error when it was never written. Object-store URIs (s3a://,
+    abfss://…) are read through Spark, which already holds the credentials for them."""
+    import pyarrow.dataset as ds
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     path = cfg.table(name)
-    if "://" in path and not path.startswith("file://"):
+    if _is_remote(path):
         from . import delta
         from .spark import get_spark
 
-        return delta.read(get_spark(cfg.spark), path, name).toArrow()
+        return ds.dataset(delta.read(get_spark(cfg.spark), path, name).toArrow())
     try:
-        return DeltaTable(path).to_pyarrow_table()
+        return DeltaTable(path).to_pyarrow_dataset()
     except TableNotFoundError:
         raise GuimError(f"gold table {name} not found at {cfg.table(name)}: run `guim embed` first") from None
 
 
+def _version_filter(dataset, model_version: str):
+    import pyarrow.compute as pc
+
+    return pc.field("model_version") == model_version
+
+
+def newest_rows(dataset, key: str, model_version: str, columns: list[str] | None = None):
+    """The newest row per ``key`` of one model version, read in two passes: (key, event_timestamp)
+    of the version's partitions first, then only the batches holding a newest row, keeping those
+    rows. Memory: one row per key plus one batch, not the table's history."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    flt = _version_filter(dataset, model_version)
+    kt = dataset.to_table(columns=[key, "event_timestamp"], filter=flt)
+    if kt.num_rows == 0:
+        versions = sorted(set(dataset.to_table(columns=["model_version"])["model_version"].to_pylist()))
+        raise GuimError(f"model version {model_version!r} was not exported (exported: {versions})")
+    ts = kt["event_timestamp"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    keys = kt[key].to_numpy(zero_copy_only=False).astype(object)
+    order = np.lexsort((ts, keys.astype(str)))          # by key, then time: the last of each key wins
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = keys[order][1:] != keys[order][:-1]
+    newest_keys = pa.array(keys[order[last]], pa.string())
+    newest_ts = ts[order[last]]
+    if "snapshot_date" in dataset.schema.names:          # skip the dates older than every newest row
+        first = np.datetime64(int(newest_ts.min()), "us").astype("datetime64[D]")
+        flt = flt & (pc.field("snapshot_date") >= pa.scalar(first.astype(object), pa.date32()))
+    parts = []
+    for b in dataset.to_batches(columns=columns, filter=flt):
+        pos = pc.index_in(b[key], value_set=newest_keys)
+        if pos.null_count == len(pos):
+            continue
+        bts = b["event_timestamp"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        p = pos.to_numpy(zero_copy_only=False)
+        hit = ~np.isnan(p.astype(float))
+        keep = np.zeros(len(p), bool)
+        keep[hit] = newest_ts[p[hit].astype(np.int64)] == bts[hit]
+        if keep.any():
+            parts.append(pa.Table.from_batches([b]).filter(pa.array(keep)))
+    out = pa.concat_tables(parts) if parts else dataset.to_table(columns=columns, filter=flt).slice(0, 0)
+    # a key exported twice at the same instant (not done by embed) would appear twice: keep one
+    if out.num_rows != len(newest_keys):
+        out = latest_snapshot(out, key, model_version)
+    return out
+
+
 def latest_snapshot(table, key: str, model_version: str):
-    """Rows of ``model_version``, newest event_timestamp per ``key``."""
+    """Rows of ``model_version`` in an in-memory table, newest event_timestamp per ``key``."""
     import pyarrow.compute as pc
 
     t = table.filter(pc.equal(table["model_version"], model_version))
@@ -88,14 +139,16 @@ def matrix(column, inner: int | None = None) -> np.ndarray:
 
 
 def choose_version(users, requested: str | None) -> str:
+    """``requested``, or the model version of the newest user snapshot (reads two columns)."""
     if requested:
         return str(requested)
-    if users.num_rows == 0:
-        raise GuimError("gold table user_embeddings is empty: run `guim embed` first")
     import pyarrow.compute as pc
 
-    newest = pc.max(users["event_timestamp"])
-    return users.filter(pc.equal(users["event_timestamp"], newest))["model_version"][0].as_py()
+    t = users.to_table(columns=["model_version", "event_timestamp"]) if hasattr(users, "to_table") else users
+    if t.num_rows == 0:
+        raise GuimError("gold table user_embeddings is empty: run `guim embed` first")
+    newest = pc.max(t["event_timestamp"])
+    return t.filter(pc.equal(t["event_timestamp"], newest))["model_version"][0].as_py()
 
 
 # -- the Feast repository -----------------------------------------------------------------------
@@ -125,13 +178,15 @@ def store_yaml(cfg) -> dict:
     return doc
 
 
-def spark_query(cfg, name: str, k: int) -> str:
-    """Spark SQL over the gold Delta table, with the K interests as K columns (Feast lists are flat)."""
+def spark_query(cfg, name: str, k: int, model_version: str) -> str:
+    """Spark SQL over the gold Delta table, one model version (partition-pruned), with the K interests
+    as K columns (Feast lists are flat)."""
+    where = "WHERE model_version = '" + str(model_version).replace("'", "") + "'"
     if name == "user_embeddings":
         cols = ", ".join(f"interests[{i}] AS interest_{i}" for i in range(k))
         return (f"SELECT user_id, {cols}, weights, model_version, event_timestamp "
-                f"FROM delta.`{cfg.table(name)}`")
-    return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}`"
+                f"FROM delta.`{cfg.table(name)}` {where}")
+    return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}` {where}"
 
 
 def user_columns(users, k: int):
@@ -148,10 +203,42 @@ def user_columns(users, k: int):
     return pa.table(cols)
 
 
-def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> Path:
-    """Write the Feast repo into the workspace and refresh its offline sources."""
+def item_columns(items):
+    """Gold item rows -> Feast columns: item_id, vector, model_version, ts (us)."""
+    import pyarrow as pa
+
+    return pa.table({"item_id": items["item_id"], "vector": items["vector"].cast(pa.list_(pa.float32())),
+                     "model_version": items["model_version"],
+                     "event_timestamp": items["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))})
+
+
+def write_source(dataset, model_version: str, path: Path, columns) -> int:
+    """Stream one model version's history from a gold dataset into a Parquet file (the file offline
+    store's source), batch by batch; returns the rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    tmp, n, writer = path.with_suffix(".parquet.tmp"), 0, None
+    try:
+        for b in dataset.to_batches(filter=_version_filter(dataset, model_version)):
+            if b.num_rows == 0:
+                continue
+            t = columns(pa.Table.from_batches([b]))
+            writer = writer or pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t)
+            n += t.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise GuimError(f"model version {model_version!r} has no rows to publish")
+    tmp.replace(path)
+    return n
+
+
+def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[Path, dict]:
+    """Write the Feast repo into the workspace and refresh its offline sources, which hold the history
+    of ``model_version`` only: a point-in-time join can never mix vectors of two models."""
     import yaml
 
     repo = repo_dir(cfg)
@@ -162,21 +249,20 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> Path:
     shutil.copyfile(TEMPLATE / "feature_definitions.py", repo / "feature_definitions.py")
     (repo / "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
                                             + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
+    rows = {}
     if cfg.publish.offline_store == "spark":
-        sources = {n: spark_query(cfg, n, k) for n in ("user_embeddings", "item_embeddings")}
+        sources = {n: spark_query(cfg, n, k, model_version) for n in ("user_embeddings", "item_embeddings")}
     else:
         sources = {"user_embeddings": str(repo / "data" / "user_embeddings.parquet"),
                    "item_embeddings": str(repo / "data" / "item_embeddings.parquet")}
-        pq.write_table(user_columns(users, k), sources["user_embeddings"])
-        item_cols = items.select(["item_id", "vector", "model_version", "event_timestamp"])
-        item_cols = item_cols.set_column(1, "vector", item_cols["vector"].cast(pa.list_(pa.float32())))
-        item_cols = item_cols.set_column(3, "event_timestamp",
-                                         item_cols["event_timestamp"].cast(pa.timestamp("us", tz="UTC")))
-        pq.write_table(item_cols, sources["item_embeddings"])
+        rows["user_embeddings"] = write_source(users, model_version, Path(sources["user_embeddings"]),
+                                               lambda t: user_columns(t, k))
+        rows["item_embeddings"] = write_source(items, model_version, Path(sources["item_embeddings"]),
+                                               item_columns)
     meta = {"K": k, "d": d, "model_version": model_version, "offline_store": cfg.publish.offline_store,
             "sources": sources}
     (repo / "guim_model.json").write_text(json.dumps(meta, indent=1))
-    return repo
+    return repo, rows
 
 
 def feast_apply(repo: Path):
@@ -277,13 +363,10 @@ def run(cfg, args) -> int:
         from .spark import get_spark
 
         get_spark(cfg.spark)  # Feast's Spark store reuses the active session (Delta configured)
-    users_all, items_all = read_gold(cfg, "user_embeddings"), read_gold(cfg, "item_embeddings")
-    version = choose_version(users_all, getattr(args, "model_version", None))
-    if cfg.publish.materialize == "feast" and version != choose_version(users_all, None):
-        raise GuimError(f"Feast's own materialize always loads the newest snapshot, not version {version}: "
-                        "use --set publish.materialize=fast to publish an older version")
-    users = latest_snapshot(users_all, "user_id", version)
-    items = latest_snapshot(items_all, "item_id", version)
+    users_ds, items_ds = gold_dataset(cfg, "user_embeddings"), gold_dataset(cfg, "item_embeddings")
+    version = choose_version(users_ds, getattr(args, "model_version", None))
+    users = newest_rows(users_ds, "user_id", version)
+    items = newest_rows(items_ds, "item_id", version)
     inter = matrix(users["interests"].slice(0, 1))                           # (1, K, d)
     k, d = int(inter.shape[1]), int(inter.shape[2])
     # build the index before touching the online store, so the two change within moments
@@ -292,7 +375,7 @@ def run(cfg, args) -> int:
                             cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
                             K=k, score=rule, temperature=temperature,
                             popular=popular_items(cfg, cfg.publish.popular))
-    repo = write_repo(cfg, k, d, version, users_all, items_all)
+    repo, history = write_repo(cfg, k, d, version, users_ds, items_ds)
     try:
         store = feast_apply(repo)
         with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
@@ -308,8 +391,10 @@ def run(cfg, args) -> int:
           f"  feast repo      {repo} (online: {cfg.publish.online_store}, offline: {cfg.publish.offline_store})\n"
           f"  online rows     {counts[USER_VIEW]} users, {counts[ITEM_VIEW]} items"
           + (f" ({rate:,.0f} user rows/s)" if rate else "") + "\n"
-          f"  offline history {users_all.num_rows} user rows, {items_all.num_rows} item rows\n"
-          f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
+          + (f"  offline history {history['user_embeddings']} user rows, {history['item_embeddings']} item rows "
+             f"of version {version}\n" if history else f"  offline store   Spark over {cfg.table('user_embeddings')} "
+             f"(version {version})\n")
+          + f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
           + (f", logged to MLflow run {run_id}" if run_id else "") + "\n"
-          f"  took {time.perf_counter() - t0:.1f}s")
+          + f"  took {time.perf_counter() - t0:.1f}s")
     return 0

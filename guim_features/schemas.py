@@ -55,10 +55,13 @@ SCHEMAS: dict[str, str] = {
     "labels_future": "user_id STRING, item_id STRING, item_idx INT, behavior STRING, ts TIMESTAMP, "
                      "split INT",
     # -- gold -----------------------------------------------------------------------------
+    # One as-of snapshot per row: computed from the user's events before event_timestamp only.
+    # Partitioned by (model_version, snapshot_date = the date of event_timestamp).
     "user_embeddings": "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, "
-                       "model_version STRING, event_timestamp TIMESTAMP",
+                       "model_version STRING, event_timestamp TIMESTAMP, snapshot_date DATE",
+    # One snapshot per model version, stamped 1970-01-01 (valid at every instant; see embed.py).
     "item_embeddings": "item_id STRING, vector ARRAY<FLOAT>, model_version STRING, "
-                       "event_timestamp TIMESTAMP",
+                       "event_timestamp TIMESTAMP, snapshot_date DATE",
 }
 
 BRONZE = ("events", "items", "users", "quarantine")

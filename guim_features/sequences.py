@@ -108,17 +108,33 @@ def build_item_features(items, index, vocab, stats_rows: list, cat_fields: list[
     return df
 
 
-def build_user_sequences(events, index, behaviors: list[str], max_len: int, split: str, valid_cutoff,
-                         test_cutoff, gap_buckets: int, min_events: int):
-    """Per user: time-ordered item indices, behaviour codes, timestamps, log2 time-gap buckets and a
-    split code per event (leave-last-out, or global time cutoffs as timestamps). The train part is
-    capped to its most recent ``max_len`` events, the valid and test parts to ``max_len`` each."""
+def user_histories(events, index, behaviors: list[str], gap_buckets: int):
+    """Per user, every event in time order: ``e`` = array of struct(t seconds, o, item_idx, b) and
+    ``g`` = log2 time-gap buckets (0 for the first event). Events of items missing from ``index``
+    are dropped; behaviour codes are 1-based positions in ``behaviors`` (0 = unknown).
+
+    Shared by the silver sequences and the as-of embedding export, so both feed the model the same
+    codes for the same events."""
     from pyspark.sql import functions as F
     ev = events.join(F.broadcast(index) if index is not None else index, "item_id", "inner")
     beh = F.array_position(F.array(*[F.lit(b) for b in behaviors]), F.col("behavior")).cast("int")
     ev = ev.select("user_id", F.unix_seconds("ts").alias("t"), F.coalesce("ord", F.lit(0)).alias("o"),
                    "item_idx", beh.alias("b"))
     seq = ev.groupBy("user_id").agg(F.array_sort(F.collect_list(F.struct("t", "o", "item_idx", "b"))).alias("e"))
+    n = F.size("e")
+    t = F.col("e.t")
+    prev = F.concat(F.slice(t, 1, 1), F.slice(t, 1, F.greatest(n - 1, F.lit(0))))
+    gaps = F.zip_with(t, prev, lambda a, b: F.least(F.floor(F.log2(a - b + 1)), F.lit(gap_buckets - 1)).cast("int"))
+    return seq.select("user_id", "e", gaps.alias("g"))
+
+
+def build_user_sequences(events, index, behaviors: list[str], max_len: int, split: str, valid_cutoff,
+                         test_cutoff, gap_buckets: int, min_events: int):
+    """Per user: time-ordered item indices, behaviour codes, timestamps, log2 time-gap buckets and a
+    split code per event (leave-last-out, or global time cutoffs as timestamps). The train part is
+    capped to its most recent ``max_len`` events, the valid and test parts to ``max_len`` each."""
+    from pyspark.sql import functions as F
+    seq = user_histories(events, index, behaviors, gap_buckets)
     n = F.size("e")
     if split == "leave_last_out":
         sp = F.transform("e", lambda x, i: F.when(i == n - 1, 2).when(i == n - 2, 1).otherwise(0))
@@ -127,10 +143,7 @@ def build_user_sequences(events, index, behaviors: list[str], max_len: int, spli
         sp = F.transform("e", lambda x: F.when(x["t"] >= tc, 2).when(x["t"] >= vc, 1).otherwise(0))
     else:
         raise GuimError(f"sequences.split must be leave_last_out or time, not {split!r}")
-    t = F.col("e.t")
-    prev = F.concat(F.slice(t, 1, 1), F.slice(t, 1, F.greatest(n - 1, F.lit(0))))
-    gaps = F.zip_with(t, prev, lambda a, b: F.least(F.floor(F.log2(a - b + 1)), F.lit(gap_buckets - 1)).cast("int"))
-    seq = seq.select("user_id", "e", sp.alias("s"), gaps.alias("g"), n.alias("n"))
+    seq = seq.select("user_id", "e", sp.alias("s"), "g", n.alias("n"))
     cnt = lambda code: F.size(F.filter("s", lambda x: x == code))  # noqa: E731
     seq = seq.select("*", cnt(0).alias("nt"), cnt(1).alias("nv"), cnt(2).alias("ns"))
     seq = seq.where((F.col("n") >= min_events) & (F.col("nt") >= 1))

@@ -25,7 +25,8 @@ def user_table(users: dict, version: str, ts: datetime) -> pa.Table:
         "interests": pa.array([users[u][0] for u in ids], type=pa.list_(pa.list_(pa.float32()))),
         "weights": pa.array([users[u][1] for u in ids], type=pa.list_(pa.float32())),
         "model_version": [version] * len(ids),
-        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC"))})
+        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC")),
+        "snapshot_date": pa.array([ts.date()] * len(ids), type=pa.date32())})
 
 
 def item_table(items: dict, version: str, ts: datetime) -> pa.Table:
@@ -34,15 +35,21 @@ def item_table(items: dict, version: str, ts: datetime) -> pa.Table:
         "item_id": ids,
         "vector": pa.array([items[i] for i in ids], type=pa.list_(pa.float32())),
         "model_version": [version] * len(ids),
-        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC"))})
+        "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC")),
+        "snapshot_date": pa.array([ts.date()] * len(ids), type=pa.date32())})
 
 
-def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1) -> None:
-    """Append one snapshot of both gold tables (as `guim embed` does), with delta-rs."""
+def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1, item_ts=None) -> None:
+    """Append one snapshot of both gold tables (partitioned as `guim embed` writes them), with delta-rs."""
     from deltalake import write_deltalake
 
-    write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts), mode="append")
-    write_deltalake(cfg.table("item_embeddings"), item_table(items, version, ts), mode="append")
+    parts = ["model_version", "snapshot_date"]
+    if users:
+        write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts), mode="append",
+                        partition_by=parts)
+    if items:
+        write_deltalake(cfg.table("item_embeddings"), item_table(items, version, item_ts or ts), mode="append",
+                        partition_by=parts)
 
 
 def write_events(cfg, counts: dict) -> None:
