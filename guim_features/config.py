@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import os
 import typing
 from dataclasses import dataclass, field
@@ -267,6 +268,8 @@ def _coerce(where: str, typ: Any, value: Any) -> Any:
     origin = typing.get_origin(typ) or typ
     if origin is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if origin is str and isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
     if origin is bool:
         if isinstance(value, bool):
             return value

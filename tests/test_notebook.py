@@ -1,49 +1,45 @@
-"""notebooks/quickstart.ipynb runs top to bottom on a tiny published workspace (issue 4, item 8)."""
+"""notebooks/quickstart.ipynb runs top to bottom on a real point-in-time workspace: synthetic log,
+time split, a model trained before the cutoff, as-of snapshots backfilled over the label window."""
 from __future__ import annotations
 
-import argparse
 import os
+import re
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from gold import ITEMS, T1, USERS_V1, write_gold
-
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+SETS = ["ingest.users=500", "ingest.items=150", "ingest.events_per_user=60",
+        "sequences.split=time", "sequences.valid_cutoff=2026-01-24", "sequences.test_cutoff=2026-01-27",
+        "train.epochs=10", "train.d=32", "train.layers=1", "train.heads=1"]
 
 
-def test_quickstart_notebook_executes(tmp_path):
+@pytest.mark.slow
+def test_quickstart_notebook_leak_free_and_leaky(tmp_path, spark):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    from deltalake import write_deltalake
+    from guim_features.cli import main
 
-    from guim_features import publish
-    from guim_features.config import load_config
-
-    ws = tmp_path / "ws"
-    cfg = load_config(ws)
-    write_gold(cfg, USERS_V1, ITEMS, "1", T1)
-    write_deltalake(cfg.table("labels_items"), pa.table({
-        "item_id": list(ITEMS), "item_idx": pa.array(range(3, 3 + len(ITEMS)), pa.int32()),
-        "category": ["a", "a", "b", "b", "a", "c"], "tags": pa.array([[]] * len(ITEMS), pa.list_(pa.string()))}))
-    pairs = [("alice", "axis0", "buy"), ("alice", "axis3", "pv"), ("alice", "mix01", "buy"),
-             ("bob", "axis1", "pv"), ("bob", "mix23", "buy"), ("bob", "axis2", "pv")]
-    write_deltalake(cfg.table("labels_future"), pa.table({
-        "user_id": [p[0] for p in pairs], "item_id": [p[1] for p in pairs],
-        "item_idx": pa.array([3] * 6, pa.int32()), "behavior": [p[2] for p in pairs],
-        "ts": pa.array([T1] * 6, pa.timestamp("us", tz="UTC")), "split": pa.array([2] * 6, pa.int32())}))
-    publish.run(cfg, argparse.Namespace(model_version=None))
+    ws = str(tmp_path / "ws")
+    sets = [a for s in SETS for a in ("--set", s)]
+    for cmd in (["ingest"], ["sequences"], ["train"],
+                ["embed", "--backfill", "2026-01-27", "2026-02-01", "--every", "6h"],
+                ["embed"], ["publish"]):
+        assert main(cmd + ["--workspace", ws] + sets) == 0, cmd
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    os.environ["GUIM_WORKSPACE"] = str(ws)
+    os.environ["GUIM_WORKSPACE"] = ws
     try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:
         os.environ.pop("GUIM_WORKSPACE", None)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "training set: 6 rows, K=2, positives=3" in text
+    print(text)
+    rows = re.search(r"training set: (\d+) rows for (\d+) labels", text)
+    assert rows and rows.group(1) == rows.group(2) and int(rows.group(1)) > 100
+    honest = float(re.search(r"leak-free AUC (\d\.\d+)", text).group(1))
+    leaky = float(re.search(r"leaky AUC +(\d\.\d+)", text).group(1))
+    assert 0 < honest < 1 and 0 < leaky <= 1
     assert "top 5 for user" in text and "model version 1" in text
-    assert "item map: 6 items, 3 categories" in text
-    assert (ws / "reports" / "item_map.png").stat().st_size > 1000
+    assert "item map:" in text and (Path(ws) / "reports" / "item_map.png").stat().st_size > 1000

@@ -72,23 +72,23 @@ def test_online_has_newest_snapshot(published):
 
 
 def test_point_in_time_join(published):
-    """A row between the snapshots gets the first one's vectors, a later row the second's, an earlier none."""
-    _, store = published
+    """The published store serves one model version (2, the newest): a row before its snapshot gets
+    nulls — never version 1's vectors from another space — and Feast's own join says the same."""
+    from guim_features.features import training_set
+
+    cfg, store = published
     entity_df = pd.DataFrame({
         "user_id": ["alice", "alice", "alice", "bob"],
-        "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2025-12-01", "2026-01-31T23:59:00"],
+        "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2025-12-01", "2026-02-01T00:00:00"],
                                           utc=True, format="ISO8601"),
         "label": [1, 0, 1, 0]})
-    df = store.get_historical_features(entity_df=entity_df, features=ALICE_FEATURES).to_df()
-    df = df.sort_values("event_timestamp").set_index("event_timestamp")
-    at = {ts.strftime("%Y-%m-%d"): row for ts, row in df.iterrows()}
-    assert list(at["2026-01-15"]["interest_0"]) == [2, 0, 0, 0]
-    assert at["2026-01-15"]["model_version"] == "1"
-    assert list(at["2026-03-01"]["interest_0"]) == [0, 0, 0, 3]
-    assert at["2026-03-01"]["model_version"] == "2"
-    assert list(at["2026-01-31"]["interest_1"]) == [0, 1, 0, 0]          # bob, still snapshot 1
-    # before any snapshot: no embedding (the file store drops the row, Spark's keeps it with nulls)
-    assert "2025-12-01" not in at or pd.isna(at["2025-12-01"]["model_version"])
+    got = training_set(cfg, entity_df, views=["user_interests"])
+    assert list(got["label"]) == [1, 0, 1, 0]
+    assert [None if pd.isna(v) else v for v in got["user_interests__model_version"]] == [None, "2", None, "2"]
+    assert list(got["user_interests__interest_0"][1]) == [0, 0, 0, 3]
+    assert list(got["user_interests__interest_1"][3]) == [0, 0, 1, 0]          # bob at exactly T2
+    raw = store.get_historical_features(entity_df=entity_df, features=ALICE_FEATURES).to_df()
+    assert set(raw["model_version"].dropna()) == {"2"}
 
 
 def test_index_stamped_with_version(published):
@@ -133,7 +133,7 @@ def test_publish_older_version_and_missing_tables(tmp_path):
 
 
 def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
-    """guim embed: one snapshot per model version, every user, every item (a cold one from its content)."""
+    """guim embed (as of now): every user, every item (a cold one from its content), stamped as documented."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
     from silver import write_silver
@@ -144,7 +144,14 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     from guim_features.train import train_model
 
     cfg = load_config(tmp_path / "ws")
-    write_silver(cfg.resolve("lakehouse"), users=12, items=20, events=8)
+    info = write_silver(cfg.resolve("lakehouse"), users=12, items=20, events=8)
+    # the bronze events behind those sequences (embed reads every user's history from bronze)
+    ev = [(f"u{u}", f"i{i}", 1_700_000_000 + 3600 * j) for u, seq in enumerate(info["sequences"])
+          for j, i in enumerate(seq)]
+    write_deltalake(cfg.table("events"), pa.table({
+        "event_id": [f"e{k}" for k in range(len(ev))], "user_id": [e[0] for e in ev], "item_id": [e[1] for e in ev],
+        "behavior": ["pv"] * len(ev), "ts": pa.array([e[2] * 1_000_000 for e in ev], pa.timestamp("us", tz="UTC")),
+        "ord": pa.array(range(len(ev)), pa.int64()), "source": ["test"] * len(ev)}))
     cold = {"item_idx": pa.array([500], pa.int32()), "item_id": ["cold"], "category_idx": pa.array([3], pa.int32()),
             "brand_idx": pa.array([2], pa.int32()), "shop_idx": pa.array([0], pa.int32()),
             "price_norm": pa.array([0.5], pa.float32()), "year_norm": pa.array([0.0], pa.float32()),
@@ -160,6 +167,8 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     assert sorted(users["user_id"]) == sorted(f"u{i}" for i in range(12))
     assert len(items) == 21 and "cold" in set(items["item_id"])
     assert set(users["model_version"]) == set(items["model_version"]) == {res.model_version}
+    assert set(items["event_timestamp"].astype("int64")) == {0}               # items: the epoch
+    assert (users["event_timestamp"] > pd.Timestamp("2026-01-01", tz="UTC")).all()   # users: now
     assert all(np.asarray(w).sum() == pytest.approx(1, abs=1e-5) and len(w) == 2 for w in users["weights"])
     assert all(len(i) == 2 and all(len(v) == 8 for v in i) for i in users["interests"])
     # the Spark tasks compute what the embedder computes in one process
