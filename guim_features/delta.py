@@ -37,6 +37,7 @@ def merge_insert(spark, df, path: str, table: str, keys: list[str], update: bool
     if not exists(spark, path):
         df.write.format("delta").mode("append").save(path)
         return _metrics(spark, path, first=True)
+    before = version(spark, path)
     t = DeltaTable.forPath(spark, path)
     cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     m = t.alias("t").merge(df.alias("s"), cond)
@@ -45,6 +46,8 @@ def merge_insert(spark, df, path: str, table: str, keys: list[str], update: bool
                               if c not in keys and c != "source")
         m = m.whenMatchedUpdateAll(condition=changed)
     m.whenNotMatchedInsertAll().execute()
+    if version(spark, path) == before:      # a MERGE that changes nothing makes no commit
+        return {"inserted": 0, "updated": 0}
     return _metrics(spark, path)
 
 

@@ -148,23 +148,40 @@ def _lists(col) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets
 
 
-def histories(spark, events, index, behaviors: list, gap_buckets: int, before_s: int, snapshots=None):
+def histories(spark, events, index, behaviors: list, gap_buckets: int, before_s: int, snapshots=None,
+              first_s: int | None = None):
     """Per user (with an event before ``before_s``): item_idx, behavior, gaps and t (seconds) arrays
     of every event before ``before_s`` in time order, plus ``existing``: as-of times (seconds) of
-    their snapshots already in gold (``snapshots``: the gold rows of this model version, or None)."""
+    their snapshots already in gold (``snapshots``: the gold rows of this model version, or None).
+
+    With ``first_s`` (the earliest as-of time asked for), users whose newest snapshot is older than
+    ``first_s`` and who have no event since it are left out before any history is built: every
+    as-of time after an unchanged snapshot keeps it, so the daily run sorts and ships only the
+    users with new events."""
     from pyspark.sql import functions as F
 
     from .sequences import user_histories
 
     ev = events.where(F.col("ts") < F.timestamp_seconds(F.lit(before_s)))
-    h = user_histories(ev, index, behaviors, gap_buckets).select(
-        "user_id", F.col("e.item_idx").alias("item_idx"), F.col("e.b").alias("behavior"),
-        F.col("g").alias("gaps"), F.col("e.t").alias("t"))
     if snapshots is None:
+        h = user_histories(ev, index, behaviors, gap_buckets)
+        existing = None
+    else:
+        existing = snapshots.groupBy("user_id").agg(
+            F.collect_list(F.unix_seconds("event_timestamp")).alias("existing"),
+            F.max(F.unix_seconds("event_timestamp")).alias("s_last"))
+        if first_s is not None:
+            last_event = ev.groupBy("user_id").agg(F.max(F.unix_seconds("ts")).alias("e_last"))
+            unchanged = (existing.join(last_event, "user_id")
+                         .where((F.col("s_last") < first_s) & (F.col("e_last") < F.col("s_last")))
+                         .select("user_id"))
+            ev = ev.join(unchanged, "user_id", "left_anti")
+        h = user_histories(ev, index, behaviors, gap_buckets)
+    h = h.select("user_id", F.col("e.item_idx").alias("item_idx"), F.col("e.b").alias("behavior"),
+                 F.col("g").alias("gaps"), F.col("e.t").alias("t"))
+    if existing is None:
         return h.withColumn("existing", F.array().cast("array<long>"))
-    snaps = snapshots.groupBy("user_id").agg(
-        F.collect_list(F.unix_seconds("event_timestamp")).alias("existing"))
-    return h.join(snaps, "user_id", "left").withColumn(
+    return h.join(existing.select("user_id", "existing"), "user_id", "left").withColumn(
         "existing", F.coalesce("existing", F.array().cast("array<long>")))
 
 
@@ -349,7 +366,7 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     events = delta.read(spark, cfg.table("events"), "events")
     index = delta.read(spark, cfg.table("item_index"), "item_index")
     hist = histories(spark, events, index, list(cfg.ingest.behaviors), cfg.sequences.gap_buckets,
-                     max(times_s), version_rows(spark, paths["user_embeddings"], version))
+                     max(times_s), version_rows(spark, paths["user_embeddings"], version), min(times_s))
     users = encode_as_of(_spread(hist, n_part), file_name, times_s, normalize, cfg.embed.batch_size)
     counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
     t_users = time.perf_counter() - t0

@@ -194,9 +194,11 @@ def user_columns(users, k: int):
     import pyarrow as pa
 
     inter = matrix(users["interests"])                                       # (N, K, d)
+    n, d = inter.shape[0], inter.shape[2] if inter.ndim == 3 else 0
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32) if d else np.zeros(n + 1, np.int32))
     cols = {"user_id": users["user_id"]}
-    for i in range(k):
-        cols[f"interest_{i}"] = pa.array(list(inter[:, i, :]), type=pa.list_(pa.float32()))
+    for i in range(k):                          # list<float> columns built from flat buffers, no Python rows
+        cols[f"interest_{i}"] = pa.ListArray.from_arrays(offsets, pa.array(inter[:, i, :].ravel()))
     cols["weights"] = users["weights"].cast(pa.list_(pa.float32()))
     cols["model_version"] = users["model_version"]
     cols["event_timestamp"] = users["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))

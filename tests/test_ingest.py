@@ -51,8 +51,11 @@ def test_dirty_taobao_file_quarantines_each_bad_line_and_rerun_adds_nothing(spar
     assert report["tables"]["events"]["accepted"] == 4
     assert sorted(table(workspace, "items").item_id) == ["100", "101", "102"]
 
-    ingest(spark, cfg, *read_source(spark, cfg, args(source="taobao", path=str(f))))   # the same input again
+    again = ingest(spark, cfg, *read_source(spark, cfg, args(source="taobao", path=str(f))))   # the same input
     assert len(table(workspace, "events")) == 4 and len(table(workspace, "quarantine")) == len(BAD)
+    # the counts printed for the rerun are its own (0 new), not the previous commit's
+    assert again["tables"]["events"]["accepted"] == 4
+    assert again["tables"]["events"]["inserted"] == 0 and again["tables"]["events"]["updated"] == 0
 
 
 def test_table_source_maps_columns_and_splits_tags(spark, workspace):
