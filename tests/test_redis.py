@@ -64,19 +64,21 @@ def test_redis_online_read_back_and_recommend(prod, redis_port):
 
 
 def test_spark_offline_point_in_time(prod):
-    """get_historical_features through Spark over the Delta table: each row gets the snapshot current then."""
-    _, store = prod
+    """Through Spark over the Delta table: each row gets the snapshot of the published version (2)
+    current then, nulls before it (never version 1's vectors), one row per entity row, in order."""
+    from guim_features.features import training_set
+
+    cfg, _ = prod
     entity_df = pd.DataFrame({
         "user_id": ["alice", "alice", "bob"],
         "event_timestamp": pd.to_datetime(["2026-01-15", "2026-03-01", "2026-02-02"], utc=True),
         "label": [1, 0, 1]})
-    df = store.get_historical_features(entity_df=entity_df, features=[
-        "user_interests:interest_0", "user_interests:weights", "user_interests:model_version"]).to_df()
-    by = {(r.user_id, r.event_timestamp.strftime("%Y-%m-%d")): r for r in df.itertuples()}
-    assert list(by[("alice", "2026-01-15")].interest_0) == [2, 0, 0, 0]
-    assert list(by[("alice", "2026-03-01")].interest_0) == [0, 0, 0, 3]
-    assert by[("bob", "2026-02-02")].model_version == "2"
-    assert list(by[("bob", "2026-02-02")].weights) == [0.5, 0.5]
+    df = training_set(cfg, entity_df, views=["user_interests"])
+    assert list(df["label"]) == [1, 0, 1]
+    assert pd.isna(df["user_interests__model_version"][0])
+    assert list(df["user_interests__interest_0"][1]) == [0, 0, 0, 3]
+    assert list(df["user_interests__model_version"][1:]) == ["2", "2"]
+    assert list(df["user_interests__weights"][2]) == [0.5, 0.5]
 
 
 def test_redis_down_says_so(prod):
