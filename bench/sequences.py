@@ -1,4 +1,4 @@
-"""Benchmark `guim sequences` (issue 2, item 7): synthetic inputs of 1M, 4M and 16M events,
+"""Benchmark `guim sequences`: synthetic inputs of 1M, 4M and 16M events,
 local Spark with 2 cores; prints events/s per size and the 16M/1M time ratio.
 
     python bench/sequences.py                 # sizes 1M 4M 16M, workspaces under /tmp/guim_bench_seq

@@ -1,4 +1,4 @@
-"""Serving benchmark (issue 4, item 9): online lookup + multi-interest retrieval, and materialization.
+"""Serving benchmark: online lookup + multi-interest retrieval, and materialization.
 
     python bench/serving.py [--items 100000] [--users 20000] [--lookups 2000] [--k 20] [--K 4] [--d 64]
                             [--feast-rows 2000] [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]

@@ -1,4 +1,4 @@
-"""Training benchmarks of issue 3 item 7; prints Markdown tables.
+"""Training benchmarks; prints Markdown tables.
 
     python bench/train.py throughput          # default config: sequences/s and peak memory on this CPU
     python bench/train.py loss-scaling        # InfoNCE (sampled) vs full softmax at 1e4, 1e5, 1e6 items

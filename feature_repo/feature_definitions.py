@@ -1,4 +1,4 @@
-"""Feast definitions of the GUIM embeddings (issue 4; DESIGN.md "Interfaces users touch").
+"""Feast definitions of the GUIM embeddings.
 
 Declarative, like Feast's own ``templates/local/feature_repo``: two entities, one feature view
 per gold table, and a versioned feature service. ``guim publish`` copies this file into

@@ -1,4 +1,4 @@
-"""The ``guim`` command line: one sub-command per stage of DESIGN.md's flow.
+"""The ``guim`` command line: one sub-command per stage of the flow.
 
 Every command takes ``--workspace DIR`` and ``--set section.key=value``. Stage modules are
 imported only when their command runs, so ``guim --help`` is instant.

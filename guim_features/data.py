@@ -1,4 +1,4 @@
-"""Silver Delta tables straight into PyTorch, without Spark (issue 3, "Data loading").
+"""Silver Delta tables straight into PyTorch, without Spark.
 
 - ``ItemBank``: the catalogue's content from ``item_features`` (+ sizes from ``vocab``) as dense
   numpy arrays, one row per item_idx; it becomes the item tower's feature bank.

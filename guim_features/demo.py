@@ -1,4 +1,4 @@
-"""``guim demo``: the whole flow on built-in synthetic data, in one workspace (issue 4, item 7).
+"""``guim demo``: the whole flow on built-in synthetic data, in one workspace.
 
 ingest (synthetic Taobao-like log) -> sequences -> train (``demo.train_epochs``) -> embed ->
 publish -> one recommendation -> a summary of what was made and where. Each step is the stage's

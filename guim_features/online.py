@@ -1,4 +1,4 @@
-"""Fast materialization: a vectorised write into Feast's own online-store tables (issue 4, item 9).
+"""Fast materialization: a vectorised write into Feast's own online-store tables.
 
 Feast 0.67's ``materialize`` moves a 4 x 64-float user view at about 1,500 rows/s, most of it in
 the file offline store's dask layer and per-row protobuf objects. Here the rows come straight

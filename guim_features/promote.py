@@ -1,6 +1,6 @@
 """``guim promote``: move alias ``champion`` to the ``challenger`` version when GUIM-Bench allows.
 
-The gate (issue 5): the challenger must be at least as good as the champion on
+The gate: the challenger must be at least as good as the champion on
 ``promote.primary_metric`` (``task.metric``, default ``next_item.recall@20``) and no task's
 headline metric may drop by more than ``promote.tolerance``; otherwise the refusal names the
 task that held it back. Both versions are scored on the workspace's current silver tables by

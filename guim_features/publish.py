@@ -1,4 +1,4 @@
-"""``guim publish``: gold embeddings -> Feast (offline + online) and the item ANN index (issue 4, items 2-3).
+"""``guim publish``: gold embeddings -> Feast (offline + online) and the item ANN index.
 
 Steps: pick the model version (``--model-version``, default: the newest exported snapshot);
 write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the project's

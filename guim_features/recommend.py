@@ -1,4 +1,4 @@
-"""``guim recommend USER_ID [-k 20]`` and :class:`Recommender`: multi-interest retrieval (issue 4, item 4).
+"""``guim recommend USER_ID [-k 20]`` and :class:`Recommender`: multi-interest retrieval.
 
 One Feast online lookup reads the user's mixture (K interest vectors, K weights, model_version);
 the HNSW index is searched once per interest (one batched call); the union of candidates is

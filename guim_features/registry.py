@@ -1,4 +1,4 @@
-"""MLflow for GUIM (issue 3 item 4): tracking, a thin pyfunc model, registration with alias ``challenger``.
+"""MLflow for GUIM: tracking, a thin pyfunc model, registration with alias ``challenger``.
 
 Tracking and registry default to SQLite in the workspace (``cfg.mlflow_uri``; the
 ``MLFLOW_TRACKING_URI`` environment variable wins) with artifacts under

@@ -1,4 +1,4 @@
-"""Every table of the lakehouse, declared once (DESIGN.md "Tables").
+"""Every table of the lakehouse, declared once.
 
 Schemas are Spark DDL strings so that this module imports nothing heavy; Spark code passes
 them to ``createDataFrame``/``StructType.fromDDL``, and readers without Spark (the PyTorch

@@ -1,4 +1,4 @@
-"""``guim train``: train GUIM on the silver tables and register it in MLflow (issue 3).
+"""``guim train``: train GUIM on the silver tables and register it in MLflow.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA, a tqdm
 bar with loss and sequences/s, full-ranking Recall/NDCG@20 on the valid split every epoch,

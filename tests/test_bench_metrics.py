@@ -1,4 +1,4 @@
-"""GUIM-Bench metrics and tasks against values computed by hand on tiny hand-written inputs (issue 5)."""
+"""GUIM-Bench metrics and tasks against values computed by hand on tiny hand-written inputs."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """GUIM-Bench end to end on a small synthetic run: real ingest + sequences (Spark, Delta), every
-baseline, the report files, MLflow logging, and `guim bench` -> `guim promote` (issue 5)."""
+baseline, the report files, MLflow logging, and `guim bench` -> `guim promote`."""
 from __future__ import annotations
 
 import json

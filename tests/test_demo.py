@@ -1,4 +1,4 @@
-"""guim demo end to end in a fresh workspace, at a small size (issue 4, item 7)."""
+"""guim demo end to end in a fresh workspace, at a small size."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""`guim ingest` end to end on real Spark + Delta: quarantine, idempotency, clear errors (issue 2)."""
+"""`guim ingest` end to end on real Spark + Delta: quarantine, idempotency, clear errors."""
 from __future__ import annotations
 
 from types import SimpleNamespace

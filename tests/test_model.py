@@ -1,4 +1,4 @@
-"""GUIM model and data loader (issue 3 items 1-2): interface, shapes, properties, options; no training."""
+"""GUIM model and data loader: interface, shapes, properties, options; no training."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""``guim promote``: the gate's rule, and the alias moved (or not) in a real MLflow registry (issue 5)."""
+"""``guim promote``: the gate's rule, and the alias moved (or not) in a real MLflow registry."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""guim publish: Feast repo, offline point-in-time joins, fast online materialization, item index (issue 4)."""
+"""guim publish: Feast repo, offline point-in-time joins, fast online materialization, item index."""
 from __future__ import annotations
 
 import argparse

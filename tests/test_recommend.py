@@ -1,4 +1,4 @@
-"""guim recommend: one online lookup, one HNSW search per interest, merged by the score rule (issue 4)."""
+"""guim recommend: one online lookup, one HNSW search per interest, merged by the score rule."""
 from __future__ import annotations
 
 import argparse

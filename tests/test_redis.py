@@ -1,5 +1,5 @@
 """The production Feast setting for real: Redis online store (a real redis-server on loopback) and the
-Spark offline store reading the gold Delta tables directly (issue 4, items 2, 5, 6)."""
+Spark offline store reading the gold Delta tables directly."""
 from __future__ import annotations
 
 import argparse

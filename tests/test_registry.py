@@ -1,4 +1,4 @@
-"""MLflow tracking + registry + pyfunc (issue 3 item 4), against a real SQLite-backed MLflow."""
+"""MLflow tracking + registry + pyfunc, against a real SQLite-backed MLflow."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""ingest -> sequences end to end on ML-100K and on synthetic data; reruns; incremental == full (issue 2)."""
+"""ingest -> sequences end to end on ML-100K and on synthetic data; reruns; incremental == full."""
 from __future__ import annotations
 
 from types import SimpleNamespace

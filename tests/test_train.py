@@ -1,4 +1,4 @@
-"""Trainer (issue 3 items 3, 5, 6): quality on planted interests, K = 1, resume after a crash, DDP."""
+"""Trainer: quality on planted interests, K = 1, resume after a crash, DDP."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Pure Spark transforms of ingest and sequences, on hand-written DataFrames (issue 2, items 4-6)."""
+"""Pure Spark transforms of ingest and sequences, on hand-written DataFrames."""
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""``guim bench``: the GUIM-Bench downstream suite with baselines in the same run (issue 5).
+"""``guim bench``: the GUIM-Bench downstream suite with baselines in the same run.
 
 Every method in ``bench.methods`` learns from the same silver tables and hands the tasks its
 item vectors and per-user mixtures (see :mod:`.baselines`); every task in ``bench.tasks``

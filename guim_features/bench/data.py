@@ -1,7 +1,7 @@
-"""The silver tables the benchmark reads, as numpy arrays (issue 5; docs/CONTRACTS.md).
+"""The silver tables the benchmark reads, as numpy arrays (docs/CONTRACTS.md).
 
 Every method and every task sees the same :class:`BenchData`, so baselines and GUIM are
-compared on the same splits. The protocol (REFERENCE.md, leave-last-out): methods learn from
+compared on the same splits. The protocol (leave-last-out, as the published leaderboards): methods learn from
 the *train* part of ``user_sequences``; a user is represented from the *test input* (train +
 valid events); targets are the test events. Tables are read with ``deltalake`` (no Spark).
 """

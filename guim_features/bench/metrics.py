@@ -1,8 +1,8 @@
-"""Metrics of GUIM-Bench (issue 5), pure numpy/scipy, each tested against hand-computed values.
+"""Metrics of GUIM-Bench, pure numpy/scipy, each tested against hand-computed values.
 
 Ranking metrics take one user's ranked list (best first) and that user's set of targets:
 Recall@K = hits in the top K / number of targets (= HitRate@K with one target, as in
-REFERENCE.md); NDCG@K uses binary gains and the ideal DCG of min(K, |targets|) hits.
+the published leaderboards); NDCG@K uses binary gains and the ideal DCG of min(K, |targets|) hits.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The GUIM-Bench report (issue 5): Markdown table (tasks x methods, best in bold), JSON, PNG.
+"""The GUIM-Bench report: Markdown table (tasks x methods, best in bold), JSON, PNG.
 
 Written to ``<reports>/bench-<UTC time>/`` (bench.md, bench.json, bench.png) and logged to
 MLflow: one run in experiment ``guim-bench`` with every mean as a metric and the files as

@@ -1,4 +1,4 @@
-"""Readers for each ingest source and the pure validation transforms (issue 2, item 4).
+"""Readers for each ingest source and the pure validation transforms.
 
 Every reader returns *candidate* DataFrames with our column names plus ``raw`` (the input row as
 text) and ``reason`` (null when the row is acceptable so far, e.g. a malformed line already has

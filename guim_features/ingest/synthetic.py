@@ -1,4 +1,4 @@
-"""A Taobao-like synthetic behaviour log with planted interests (issue 2, item 4).
+"""A Taobao-like synthetic behaviour log with planted interests.
 
 Users have 1–4 latent interests over item categories with Dirichlet weights; items carry a
 category, brand, shop, a price drawn around their category's price level, a title of tokens,

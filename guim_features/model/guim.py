@@ -1,6 +1,6 @@
 """GUIM: general user-item embeddings with a mixture of K user interests (Yang et al. 2022, arXiv 2207.00750).
 
-One fixed interface (issue 3): ``encode_items`` (content -> (N, d)), ``encode_users`` (sequences ->
+One fixed interface: ``encode_items`` (content -> (N, d)), ``encode_users`` (sequences ->
 interests (B, K, d) and weights (B, K)), ``score`` (users x items -> (B, N)), ``loss`` (a training
 batch -> scalar). The model is built from one plain dict of arguments (``model_args``), saved with
 the weights, so loading never needs the caller to restate hyper-parameters.

@@ -1,4 +1,4 @@
-"""Methods compared by GUIM-Bench (issue 5): baselines and GUIM, one small class each.
+"""Methods compared by GUIM-Bench: baselines and GUIM, one small class each.
 
 A method learns from the train part of the silver tables and returns :class:`Embeddings`:
 one vector per item (rows by item_idx) and K vectors + K weights per user, computed from the
@@ -57,7 +57,7 @@ class Embeddings:
 
     def top_items(self, data, k: int, chunk: int = 512) -> np.ndarray:
         """(U, k) item_idx ranked best first over ALL items, excluding reserved indices and the
-        user's earlier (test-input) items (REFERENCE.md protocol); -1 pads a list when fewer than k
+        user's earlier (test-input) items (the published leaderboards' protocol); -1 pads a list when fewer than k
         items are left. Cached per k."""
         k = min(k, data.n_items)
         if k not in self._top:

@@ -1,4 +1,4 @@
-"""GUIM itself in the benchmark (issue 5): a registered model, or K = 1 / K = 4 trained here.
+"""GUIM itself in the benchmark: a registered model, or K = 1 / K = 4 trained here.
 
 Both go through the model's public interface (docs/CONTRACTS.md "Model API"): item vectors from
 ``encode_items(item_features)``, user mixtures from ``encode_users`` over each user's test input

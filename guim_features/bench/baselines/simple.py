@@ -1,4 +1,4 @@
-"""The floor baselines of GUIM-Bench (issue 5): random vectors and popularity."""
+"""The floor baselines of GUIM-Bench: random vectors and popularity."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The GUIM-Bench downstream tasks (issue 5), one module each with its protocol in the docstring.
+"""The GUIM-Bench downstream tasks, one module each with its protocol in the docstring.
 
 A task module has ``NAME``, ``HEADLINE`` (the metric the promotion gate watches) and
 ``evaluate(data, emb, cfg) -> {metric: value}`` where ``cfg`` is the BenchConfig; every

@@ -1,4 +1,4 @@
-"""next_item: full-ranking next-item prediction on the test split (REFERENCE.md protocol).
+"""next_item: full-ranking next-item prediction on the test split (the published leaderboards' protocol).
 
 Each user is represented from their test input (train + valid events); ALL items are ranked,
 none sampled, excluding the reserved indices and the user's earlier items. Targets are the
