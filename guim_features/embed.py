@@ -148,7 +148,7 @@ def _lists(col) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets
 
 
-def histories(spark, events, index, behaviors: list, gap_buckets: int, before_s: int, snapshots=None,
+def histories(events, index, behaviors: list, gap_buckets: int, before_s: int, snapshots=None,
               first_s: int | None = None):
     """Per user (with an event before ``before_s``): item_idx, behavior, gaps and t (seconds) arrays
     of every event before ``before_s`` in time order, plus ``existing``: as-of times (seconds) of
@@ -365,7 +365,7 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
 
     events = delta.read(spark, cfg.table("events"), "events")
     index = delta.read(spark, cfg.table("item_index"), "item_index")
-    hist = histories(spark, events, index, list(cfg.ingest.behaviors), cfg.sequences.gap_buckets,
+    hist = histories(events, index, list(cfg.ingest.behaviors), cfg.sequences.gap_buckets,
                      max(times_s), version_rows(spark, paths["user_embeddings"], version), min(times_s))
     users = encode_as_of(_spread(hist, n_part), file_name, times_s, normalize, cfg.embed.batch_size)
     counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}

@@ -78,12 +78,8 @@ def newest_rows(dataset, key: str, model_version: str, columns: list[str] | None
         versions = sorted(set(dataset.to_table(columns=["model_version"])["model_version"].to_pylist()))
         raise GuimError(f"model version {model_version!r} was not exported (exported: {versions})")
     ts = kt["event_timestamp"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    keys = kt[key].to_numpy(zero_copy_only=False).astype(object)
-    order = np.lexsort((ts, keys.astype(str)))          # by key, then time: the last of each key wins
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = keys[order][1:] != keys[order][:-1]
-    newest_keys = pa.array(keys[order[last]], pa.string())
-    newest_ts = ts[order[last]]
+    newest = _newest(kt[key], ts)
+    newest_keys, newest_ts = kt[key].take(pa.array(newest)).combine_chunks(), ts[newest]
     if "snapshot_date" in dataset.schema.names:          # skip the dates older than every newest row
         first = np.datetime64(int(newest_ts.min()), "us").astype("datetime64[D]")
         flt = flt & (pc.field("snapshot_date") >= pa.scalar(first.astype(object), pa.date32()))
@@ -102,24 +98,17 @@ def newest_rows(dataset, key: str, model_version: str, columns: list[str] | None
     out = pa.concat_tables(parts) if parts else dataset.to_table(columns=columns, filter=flt).slice(0, 0)
     # a key exported twice at the same instant (not done by embed) would appear twice: keep one
     if out.num_rows != len(newest_keys):
-        out = latest_snapshot(out, key, model_version)
+        out = out.take(pa.array(_newest(out[key], out["event_timestamp"].cast(pa.int64()).to_numpy())))
     return out
 
 
-def latest_snapshot(table, key: str, model_version: str):
-    """Rows of ``model_version`` in an in-memory table, newest event_timestamp per ``key``."""
-    import pyarrow.compute as pc
-
-    t = table.filter(pc.equal(table["model_version"], model_version))
-    if t.num_rows == 0:
-        versions = sorted(set(table["model_version"].to_pylist()))
-        raise GuimError(f"model version {model_version!r} was not exported (exported: {versions})")
-    ts = t["event_timestamp"].cast("int64").to_numpy()
-    keys = t[key].to_numpy(zero_copy_only=False).astype(str)
+def _newest(keys, ts: np.ndarray) -> np.ndarray:
+    """Row indices of the newest ``ts`` per key (ties: the later row)."""
+    keys = keys.to_numpy(zero_copy_only=False).astype(str)
     order = np.lexsort((ts, keys))                      # by key, then time: the last of each key wins
     last = np.ones(len(order), dtype=bool)
     last[:-1] = keys[order][1:] != keys[order][:-1]
-    return t.take(order[last])
+    return order[last]
 
 
 def matrix(column, inner: int | None = None) -> np.ndarray:
