@@ -3,6 +3,8 @@
     python bench/train.py throughput          # default config: sequences/s and peak memory on this CPU
     python bench/train.py loss-scaling        # InfoNCE (sampled) vs full softmax at 1e4, 1e5, 1e6 items
     python bench/train.py ml100k --seeds 3    # ML-100K leave-last-out, full ranking, K = 4 vs K = 1
+    python bench/train.py speed               # Amazon Sports: SASRec-CE vs GUIM K = 1 / K = 4, 1 and 2 threads
+    python bench/train.py negatives [--sports]  # test Recall@20, sampled InfoNCE vs the full catalogue
 
 Each measurement of time and memory runs in its own process (peak RSS = ``ru_maxrss`` of that
 child). ML-100K silver tables come from ``guim ingest --source movielens`` + ``guim sequences``
@@ -21,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
+SPORTS = ROOT.parent / "shared" / "data" / "amazon-sports"
 
 
 def _child(fn: str, kw: dict, mem_gb: float = 12.0, timeout: int = 1800) -> dict:
@@ -196,10 +199,156 @@ def ml100k(args) -> None:
               f"{np.mean([r['seconds'] for r in ok]):.0f} |")
 
 
+# -- speed side by side ---------------------------------------------------------------------------
+def speed_run(workspace: str, method: str, threads: int = 2, steps: int = 0) -> dict:
+    """Train one epoch (or ``steps`` steps) of ``method`` on the workspace's training windows and time it.
+
+    Every method gets the same batches: GUIM's default stream (``train.batch_size`` windows of at
+    most ``train.max_len`` + 1 events, grouped by length). ``sasrec`` is the bench's SASRec
+    (d = bench.dim, bench.sasrec_layers layers) with a full cross-entropy over the catalogue at
+    every position; ``guim_k1`` / ``guim_k4`` are GUIM with the project defaults and K = 1 / 4.
+    A target position is a real (input, next item) pair; the same pairs are counted for all."""
+    import numpy as np
+    import torch
+
+    from guim_features.bench.baselines.sasrec import _build
+    from guim_features.config import load_config
+    from guim_features.data import ItemBank, TrainStream, item_counts
+    from guim_features.model import GUIM, model_args
+    from guim_features.train import optimizers, _train_config
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = load_config(workspace)
+    tc = _train_config(cfg, 0, {"K": 1 if method == "guim_k1" else cfg.train.K})
+    bank = ItemBank(cfg)
+    if method == "sasrec":
+        b = cfg.bench
+        net = _build(bank.n_items, b.dim, tc.max_len, b.sasrec_layers, b.sasrec_heads, b.sasrec_dropout).train()
+        opts = [torch.optim.AdamW(net.parameters(), lr=b.sasrec_lr)]
+
+        def loss_of(batch):
+            x, y = batch["items"][:, :-1], batch["items"][:, 1:]
+            keep = (x > 0) & (y > 0)
+            z = net.logits(net(x))                                            # (B, W, V)
+            return torch.nn.functional.cross_entropy(z[keep], y[keep])
+    else:
+        net = GUIM(model_args(tc, bank.sizes())).train()
+        net.tower.set_bank(bank.arrays())
+        net.set_popularity(item_counts(cfg, bank.n_items) + 1.0)
+        opts = optimizers(net, tc)
+
+        def loss_of(batch):
+            return net.loss(batch)[0]
+    n_targets, n_batches, seconds = 0, 0, 0.0
+    for i, batch in enumerate(TrainStream(cfg, tc.max_len, tc.batch_size, 0, tc.windows, tc.shuffle_buffer)):
+        b = {k: torch.as_tensor(v) for k, v in batch.items()}
+        t = time.perf_counter()
+        loss = loss_of(b)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts:
+            o.step()
+        if i >= 2:                                  # two warm-up steps (allocator, kernels) are not timed
+            seconds += time.perf_counter() - t
+            it = b["items"]
+            n_targets += int(((it[:, :-1] > 0) & (it[:, 1:] > 0)).sum())
+            n_batches += 1
+        if steps and n_batches >= steps:
+            break
+    return {"targets_s": n_targets / seconds, "seconds": seconds, "targets": n_targets, "steps": n_batches,
+            "n_items": bank.n_items, "whole_epoch": not steps}
+
+
+def speed(args) -> None:
+    """Target positions/s and seconds per epoch: SASRec-CE, GUIM K = 1 and K = 4, 1 and 2 threads."""
+    ws = sports_workspace(args) if args.data == "amazon-sports" else ml100k_workspace(args)
+    print(f"{args.data}; machine load at start: {os.getloadavg()[0]:.2f} (1-min average); "
+          f"{'one whole epoch' if not args.steps else f'{args.steps} steps'} per cell, 2 warm-up steps untimed\n")
+    timed = "s/epoch (training steps)" if not args.steps else f"s for {args.steps} steps"
+    print(f"| method | threads | target positions/s | × SASRec-CE | {timed} | peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for threads in (1, 2):
+        base = None
+        for method in ("sasrec", "guim_k1", "guim_k4"):
+            r = _child("speed_run", {"workspace": str(ws), "method": method, "threads": threads, "steps": args.steps},
+                       mem_gb=args.mem_gb, timeout=7200)
+            if "error" in r:
+                print(f"| {method} | {threads} | failed: {r['error']} | | | |", flush=True)
+                continue
+            base = r["targets_s"] if method == "sasrec" else base
+            ratio = f"{r['targets_s'] / base:.2f}" if base else "n/a"
+            print(f"| {method} | {threads} | {r['targets_s']:,.0f} | {ratio} | {r['seconds']:.1f} | "
+                  f"{r['peak_rss_mb']:,.0f} |", flush=True)
+
+
+# -- sampled vs full-catalogue InfoNCE --------------------------------------------------------------
+def interval(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval (sample std, ddof = 1)."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def negatives(args) -> None:
+    """Test Recall/NDCG@20 of sampled InfoNCE against the full catalogue, same seeds and budget."""
+    over = json.loads(args.overrides) if args.overrides else {}
+    spaces = {"ml-100k": ml100k_workspace(args)}
+    if args.sports:
+        spaces["amazon-sports"] = sports_workspace(args)
+    print(f"machine load at start: {os.getloadavg()[0]:.2f} (1-min average), {args.threads} threads per run")
+    print("| data | negatives | test Recall@20 | test NDCG@20 | epochs | s/run | seeds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, ws in spaces.items():
+        means = {}
+        for neg in ("all", "sampled"):
+            runs = [_child("ml100k_run", {"workspace": str(ws), "K": args.k, "seed": s, "threads": args.threads,
+                                          "overrides": {**over, "negatives": neg}}, mem_gb=args.mem_gb,
+                           timeout=14400) for s in range(args.seeds)]
+            ok = [r for r in runs if "error" not in r]
+            for r in runs:
+                print(f"{name} {neg} " + json.dumps({k: round(v, 4) for k, v in r.items() if isinstance(v, float)}),
+                      file=sys.stderr, flush=True)
+            if not ok:
+                print(f"| {name} | {neg} | failed: {runs[0]['error']} |", flush=True)
+                continue
+            r20, n20 = interval([r["test_recall@20"] for r in ok]), interval([r["test_ndcg@20"] for r in ok])
+            means[neg] = r20[0]
+            print(f"| {name} | {neg} | {r20[0]:.4f} ± {r20[1]:.4f} | {n20[0]:.4f} ± {n20[1]:.4f} | "
+                  f"{sum(r['epochs'] for r in ok) / len(ok):.0f} | {sum(r['seconds'] for r in ok) / len(ok):.0f} | "
+                  f"{len(ok)} |", flush=True)
+        if len(means) == 2:
+            print(f"| {name} | sampled / all | {means['sampled'] / means['all']:.1%} | | | | |", flush=True)
+
+
+def sports_workspace(args) -> Path:
+    """A workspace holding Amazon Sports silver tables (built once with `guim ingest --source table`)."""
+    ws = Path(args.sports_workspace)
+    if (ws / "lakehouse" / "user_sequences").exists():
+        return ws
+    ws.mkdir(parents=True, exist_ok=True)
+    for cmd in (["ingest", "--source", "table", "--events", str(SPORTS / "events.csv"), "--items",
+                 str(SPORTS / "items.csv")], ["sequences"]):
+        subprocess.run([sys.executable, "-m", "guim_features.cli", cmd[0], "--workspace", str(ws), *cmd[1:]],
+                       check=True, cwd=ROOT)
+    return ws
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["throughput", "loss-scaling", "ml100k", "all"])
+    ap.add_argument("what", choices=["throughput", "loss-scaling", "ml100k", "negatives", "speed", "all"])
     ap.add_argument("--workspace", default="/tmp/guim_bench_ml100k", help="ML-100K workspace (built if missing)")
+    ap.add_argument("--sports-workspace", default="/tmp/guim_bench_sports", dest="sports_workspace",
+                    help="Amazon Sports workspace (built if missing)")
+    ap.add_argument("--sports", action="store_true", help="negatives: also on Amazon Sports (hours with K = 4)")
+    ap.add_argument("--data", default="amazon-sports", choices=["amazon-sports", "ml-100k"], help="speed: data set")
+    ap.add_argument("--steps", type=int, default=0, help="speed: time this many steps instead of a whole epoch")
+    ap.add_argument("-k", type=int, default=4, help="negatives: number of interests")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ks", default="4,1", help="ml100k: numbers of interests to compare")
     ap.add_argument("--threads", type=int, default=2)
@@ -211,7 +360,8 @@ def main() -> None:
     args = ap.parse_args()
     for what in (["throughput", "loss-scaling", "ml100k"] if args.what == "all" else [args.what]):
         print(f"\n## {what}\n")
-        {"throughput": throughput, "loss-scaling": loss_scaling, "ml100k": ml100k}[what](args)
+        {"throughput": throughput, "loss-scaling": loss_scaling, "ml100k": ml100k, "negatives": negatives,
+         "speed": speed}[what](args)
 
 
 if __name__ == "__main__":

@@ -167,10 +167,14 @@ class TrainConfig:
     warmup_steps: int = opt(50, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
     eval_batch_size: int = opt(512, "Users per batch during valid/test full ranking")
+    valid_users: int = opt(10000, "Per-epoch validation ranks a fixed random subset of this many users (0 = all); "
+                                  "the final valid and test metrics always use every user")
     shuffle_buffer: int = opt(20000, "Streaming loader: windows held in the shuffle buffer")
     seed: int = opt(0, "Random seed (weights, shuffling, masking, negatives)")
     device: str = opt("auto", "auto (cuda if present) | cpu | cuda")
     amp: bool = opt(True, "bf16 autocast when training on CUDA")
+    compile: str = opt("auto", "torch.compile the training loss: auto (on CUDA only) | on | off; if compiling "
+                               "fails, training continues uncompiled with a warning")
     threads: int = opt(2, "torch.set_num_threads on CPU (0 = torch's default; 1 on a crowded machine)")
     # -- outputs ---------------------------------------------------------------------------
     checkpoint_dir: str = opt("checkpoints", "Checkpoint folder, relative to the workspace (--resume reads it)")

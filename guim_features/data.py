@@ -169,7 +169,8 @@ def count_windows(cfg, L: int, mode: str, rank: int = 0, world: int = 1) -> int:
 
 
 class TrainStream:
-    """Shuffled training batches (dicts of (B, L+1) int64 arrays) for one epoch at a time."""
+    """Shuffled training batches (dicts of (B, W) int64 arrays, W <= L + 1 the batch's longest window)
+    for one epoch at a time."""
 
     def __init__(self, cfg, L: int, batch_size: int, seed: int, mode: str = "all", buffer: int = 20000,
                  rank: int = 0, world: int = 1):
@@ -183,12 +184,17 @@ class TrainStream:
         self.epoch = epoch
 
     def _emit(self, buf: list, rng, final: bool):
-        order = rng.permutation(len(buf))
-        n_full = len(buf) // self.bs * self.bs
-        take = len(buf) if final else n_full
-        for s in range(0, take, self.bs):
-            yield self._collate([buf[j] for j in order[s:s + self.bs]])
-        return [buf[j] for j in order[take:]]
+        """Batches from the shuffle buffer, grouped by length: the buffer is shuffled, sorted by
+        window length (stable, so equal lengths stay shuffled), cut into batches, and the batches
+        are yielded in random order. Each batch is padded only to its own longest window, so
+        compute is spent on real events, not on padding (most users have far fewer than max_len)."""
+        perm = rng.permutation(len(buf))
+        take = len(buf) if final else len(buf) // self.bs * self.bs
+        chosen = perm[:take]                     # the rest (random, any length) waits for the next fill
+        chosen = chosen[np.argsort(np.array([len(buf[j][0]) for j in chosen]), kind="stable")]
+        for s in rng.permutation(np.arange(0, take, self.bs)):
+            yield self._collate([buf[j] for j in chosen[s:s + self.bs]])
+        return [buf[j] for j in perm[take:]]
 
     def __iter__(self) -> Iterator[dict]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -203,7 +209,7 @@ class TrainStream:
             yield from self._emit(buf, rng, final=True)
 
     def _collate(self, wins: list) -> dict:
-        W = self.L + 1
+        W = max(len(w[0]) for w in wins)                       # <= L + 1
         return {"items": left_pad([w[0] for w in wins], W), "behavior": left_pad([w[1] for w in wins], W),
                 "gaps": left_pad([w[2] for w in wins], W)}
 
@@ -217,16 +223,27 @@ def item_counts(cfg, n_items: int) -> np.ndarray:
     return counts
 
 
-def eval_batches(cfg, which: str, L: int, batch_size: int) -> Iterator[dict]:
+def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0) -> Iterator[dict]:
     """Full-ranking evaluation batches: inputs (B, L) left-padded, target (B,), seen (list of arrays).
 
     valid: input = TRAIN part, target = first VALID event; test: input = TRAIN + VALID parts,
-    target = first TEST event. Users without a target are skipped."""
+    target = first TEST event. Users without a target are skipped. ``max_users`` > 0 keeps a
+    fixed random subset of that many users (the same for a given seed), for a cheaper
+    per-epoch validation; every ranking is still over the whole catalogue."""
     if which not in ("valid", "test"):
         raise GuimError(f"eval split {which!r} is not one of valid, test")
     tsplit = VALID if which == "valid" else TEST
+    dt = delta_table(cfg, "user_sequences")
+    keep_row = None
+    if max_users > 0:
+        n = dt.to_pyarrow_dataset().count_rows()
+        if max_users < n:
+            keep_row = np.zeros(n, dtype=bool)
+            keep_row[np.random.default_rng(seed).choice(n, max_users, replace=False)] = True
     rows: list = []
-    for row in _user_rows(delta_table(cfg, "user_sequences"), SEQ_COLUMNS):
+    for i, row in enumerate(_user_rows(dt, SEQ_COLUMNS)):
+        if keep_row is not None and not keep_row[i]:
+            continue
         sp = row["split"]
         tg = np.flatnonzero(sp == tsplit)
         if not len(tg):
@@ -246,22 +263,34 @@ def _eval_collate(rows: list, L: int) -> dict:
             "seen": [r[0] for r in rows]}
 
 
-def rank_metrics(scores: np.ndarray, target: np.ndarray, seen: list, ks=(10, 20)) -> dict:
+def rank_metrics(scores: np.ndarray, target: np.ndarray, seen: list, ks=(10, 20), seed: int = 0) -> dict:
     """Sum of Recall@k and NDCG@k over users, ranking all items; scores (B, V) indexed by item_idx
-    (columns < FIRST_ITEM_INDEX and each user's seen items are excluded). One target per user."""
-    s = scores.astype(np.float32, copy=True)
-    s[:, :FIRST_ITEM_INDEX] = -np.inf
+    (columns < FIRST_ITEM_INDEX and each user's seen items are excluded). One target per user.
+
+    Ties are broken uniformly at random (seeded): the target's rank is the number of eligible
+    items scored above it plus a uniform draw among the items scored equal to it. A model that
+    scores everything the same therefore gets Recall@k = k / N in expectation, not 1; NaN scores
+    count as the lowest score. A target that was seen or is outside the catalogue is a miss."""
+    B, V = scores.shape
+    s = np.nan_to_num(scores.astype(np.float32, copy=True), nan=-np.inf)
+    excl = np.zeros((B, V), dtype=bool)
+    excl[:, :FIRST_ITEM_INDEX] = True
     for i, items in enumerate(seen):
-        s[i, items[items < s.shape[1]]] = -np.inf
-    tgt = np.clip(target, 0, s.shape[1] - 1)
-    t = s[np.arange(len(s)), tgt]
-    rank = (s > t[:, None]).sum(1)                       # 0-based rank of the target
-    rank = np.where(target < s.shape[1], rank, s.shape[1])
+        excl[i, items[(items >= 0) & (items < V)]] = True
+    rows = np.arange(B)
+    inside = (target >= FIRST_ITEM_INDEX) & (target < V)
+    tgt = np.clip(target, 0, V - 1)
+    t = s[rows, tgt]
+    eligible = ~excl
+    above = ((s > t[:, None]) & eligible).sum(1)
+    tied = ((s == t[:, None]) & eligible).sum(1) - 1          # other items with the target's score
+    draw = np.random.default_rng(seed).random(B)
+    rank = above + np.floor(draw * (np.maximum(tied, 0) + 1)).astype(np.int64)   # 0-based
+    rank = np.where(inside & ~excl[rows, tgt], rank, V)
     out = {}
     for k in ks:
         hit = rank < k
         out[f"recall@{k}"] = float(hit.sum())
         out[f"ndcg@{k}"] = float((hit / np.log2(rank + 2)).sum())
-    out["n"] = float(len(s))
+    out["n"] = float(B)
     return out
-

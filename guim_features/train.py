@@ -1,8 +1,10 @@
 """``guim train``: train GUIM on the silver tables and register it in MLflow.
 
-AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA, a tqdm
-bar with loss and sequences/s, full-ranking Recall/NDCG@20 on the valid split every epoch,
-early stopping on valid NDCG@20, a checkpoint every epoch (``<workspace>/checkpoints/last.pt``)
+AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast, pinned-memory
+batches and (``train.compile``) ``torch.compile`` on CUDA, a tqdm bar with loss and sequences/s,
+full-ranking Recall/NDCG@20 on a fixed sample of valid users every epoch (``train.valid_users``;
+the final valid and test metrics rank every user), early stopping on valid NDCG@20, a stop with
+the step named if the loss is not finite, a checkpoint every epoch (``<workspace>/checkpoints/last.pt``)
 and ``--resume`` to continue an unfinished run. The best epoch's weights are tested, saved with
 their config, logged to MLflow and registered as a new version of ``guim`` with alias
 ``challenger`` (guim_features/registry.py).
@@ -60,8 +62,9 @@ def _device(tc):
     return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def evaluate(model, cfg, which: str, L: int, batch_size: int, device) -> dict:
-    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics)."""
+def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0) -> dict:
+    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
+    against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation)."""
     import torch
 
     from .data import eval_batches, rank_metrics
@@ -70,7 +73,7 @@ def evaluate(model, cfg, which: str, L: int, batch_size: int, device) -> dict:
     tot: dict = {}
     with torch.no_grad():
         cat = model.catalogue()                                              # (V - 3, d)
-        for b in eval_batches(cfg, which, L, batch_size):
+        for b in eval_batches(cfg, which, L, batch_size, max_users, seed):
             t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
             interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
             s = model.score(interests.float(), weights.float(), cat.float())  # (B, V - 3)
@@ -174,6 +177,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     versions = table_versions(cfg)
     logger = registry.RunLogger(cfg, tc, versions, run_id) if (mlflow_log and rank == 0) else None
     amp = device.type == "cuda" and tc.amp
+    loss_fn = _compiled(net, tc, device)
+    pin = device.type == "cuda"
     step = start * steps
     for epoch in range(start, tc.epochs):
         stream.set_epoch(epoch)
@@ -184,9 +189,15 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         for i, batch in enumerate(stream):
             if i >= steps:
                 break
-            b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+            b = {k: (torch.from_numpy(v).pin_memory().to(device, non_blocking=True) if pin
+                     else torch.as_tensor(v, device=device)) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts = net(b)
+                loss, parts = loss_fn(b)
+            if not math.isfinite(float(loss.detach())):
+                raise GuimError(f"training loss is {float(loss.detach())} at epoch {epoch + 1}, step {i + 1} "
+                                f"(global step {step + 1}); the run is stopped before the weights are updated. "
+                                f"Try a lower train.lr (now {tc.lr}) or train.temperature >= 0.05, and check the "
+                                f"silver tables for out-of-range values")
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,7 +218,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         secs = time.time() - t0
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs,
-               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device)}
+               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed)}
         history.append(rec)
         if rec["valid_ndcg@20"] > best:
             best, bad = rec["valid_ndcg@20"], 0
@@ -230,8 +241,9 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         if bad >= tc.patience:
             break
     model.load_state_dict(best_state)
-    metrics = {**{k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items()
-                  if k.startswith("valid_")},
+    full_valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
+                  if not tc.valid_users else evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device))
+    metrics = {**full_valid,
                **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device),
                "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
@@ -249,6 +261,40 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         dist.barrier()
     emb.model_version = version
     return TrainResult(emb, metrics, version, run_id, history)
+
+
+class _Guarded:
+    """``torch.compile``'d loss that falls back to the eager module if compiling fails (first call)."""
+
+    def __init__(self, eager, compiled):
+        self.eager, self.fn, self.ok = eager, compiled, False
+
+    def __call__(self, batch):
+        if self.ok:
+            return self.fn(batch)
+        try:
+            out = self.fn(batch)
+        except Exception as e:          # a compiler/toolchain failure must not cost the run
+            if self.fn is self.eager:
+                raise
+            print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                  f"training uncompiled (train.compile=off hides this)", file=sys.stderr)
+            self.fn = self.eager
+            out = self.fn(batch)
+        self.ok = True
+        return out
+
+
+def _compiled(net, tc, device):
+    """The loss callable: ``net`` itself, or ``torch.compile(net)`` (dynamic shapes: batch widths vary)
+    when train.compile is on, or auto on CUDA."""
+    import torch
+
+    if tc.compile not in ("auto", "on", "off"):
+        raise GuimError(f"train.compile={tc.compile!r} is not one of auto, on, off")
+    if tc.compile == "off" or (tc.compile == "auto" and device.type != "cuda"):
+        return net
+    return _Guarded(net, torch.compile(net, dynamic=True))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -194,7 +194,7 @@ def test_train_stream_windows_and_determinism(tmp_path):
     assert count_windows(cfg, 4, "all") == 60 and count_windows(cfg, 4, "last") == 20
     s = TrainStream(cfg, 4, 8, seed=1, buffer=16)
     a = [b["items"] for b in s]
-    assert sum(len(x) for x in a) == 60 and a[0].shape == (8, 5)
+    assert sum(len(x) for x in a) == 60 and all(x.shape[1] <= 5 for x in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, [b["items"] for b in s]))      # same seed+epoch
     s.set_epoch(1)
     assert not all(np.array_equal(x, y) for x, y in zip(a, [b["items"] for b in s]))  # reshuffled
@@ -208,6 +208,23 @@ def test_train_stream_windows_and_determinism(tmp_path):
     assert [len(x) for x in b["seen"]] == [11] * 20
 
 
+def test_train_batches_are_grouped_by_length(tmp_path):
+    from silver import write_silver
+
+    from guim_features.data import TrainStream
+
+    cfg = load_config(tmp_path / "ws")
+    write_silver(tmp_path / "ws" / "lakehouse", users=20, items=30, events=12)
+    # windows per user (L = 4): events 6..10 and 2..6 (5 long) and 0..2 (2 long): 40 of 5, 20 of 2.
+    # One buffer fill holds all 60; sorted by length and cut by 8: two batches of the 2-long
+    # windows, one batch with 4 + 4, five batches of 5-long ones (the last holds 4).
+    batches = list(TrainStream(cfg, 4, 8, seed=3, buffer=100))
+    lengths = sorted([tuple(sorted((b["items"] > 0).sum(1).tolist())) for b in batches])
+    assert lengths == sorted([(2,) * 8] * 2 + [(2,) * 4 + (5,) * 4] + [(5,) * 8] * 4 + [(5,) * 4])
+    for b in batches:                           # each batch is padded to its own longest window only
+        assert b["items"].shape[1] == (b["items"] > 0).sum(1).max()
+
+
 def test_rank_metrics_by_hand():
     from guim_features.data import rank_metrics
 
@@ -216,3 +233,71 @@ def test_rank_metrics_by_hand():
     m = rank_metrics(scores, np.array([5, 3]), [np.array([3]), np.array([], int)], ks=(1, 2))
     assert m["recall@1"] == 0 and m["recall@2"] == 1
     assert m["ndcg@2"] == pytest.approx(1 / np.log2(3))
+
+
+def test_inclusion_probability_by_hand():
+    from guim_features.model.guim import inclusion_log_prob
+
+    # uniform sampler over 4 items, 2 draws, no other targets: P(drawn at least once) = 1 - (3/4)^2
+    pi = inclusion_log_prob(torch.tensor([0.0]), torch.tensor([0.25]), 0, 2).exp()
+    assert pi.item() == pytest.approx(7 / 16, rel=1e-5)
+    # 3 other targets from p = 0.5 and 1 draw from q = 0.5: 1 - 0.5^3 * 0.5; never above 1 for popular items
+    pi = inclusion_log_prob(torch.tensor([0.5, 0.999]), torch.tensor([0.5, 0.999]), 3, 1).exp()
+    assert pi[0].item() == pytest.approx(1 - 0.5 ** 4, rel=1e-5) and pi[1].item() <= 1.0
+
+
+def test_sampled_softmax_optimum_equals_full_softmax_optimum():
+    """One context, 8 items, targets drawn from a Zipf p: the full-softmax optimum is softmax(theta) = p.
+    Free logits trained with the sampler the model uses (16 in-batch targets + 3 uniform negatives,
+    de-duplicated, HT-corrected) must land on p; without the correction popular items lose mass and
+    with the expected-count correction they gain far too much (both checked as a control)."""
+    from guim_features.model.guim import corrected_logits, inclusion_log_prob
+
+    p = torch.tensor([1 / (i + 1) ** 1.2 for i in range(8)])
+    p = p / p.sum()
+    q = torch.full((8,), 1 / 8)
+    P, M = 16, 3
+
+    def fit(correction):
+        torch.manual_seed(0)
+        theta = torch.zeros(8, requires_grad=True)
+        opt = torch.optim.Adam([theta], lr=0.02)
+        for s in range(3000):
+            y = torch.multinomial(p, P, replacement=True)
+            cand = torch.unique(torch.cat([y, torch.multinomial(q, M, replacement=True)]))
+            labels = torch.searchsorted(cand, y)
+            logits = theta[cand][None].expand(P, -1)
+            if correction == "ht":
+                logits = corrected_logits(logits, inclusion_log_prob(p[cand], q[cand], P - 1, M), labels)
+            elif correction == "expected_count":
+                logits = logits - torch.log(P * p[cand] + M * q[cand])[None]
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for g in opt.param_groups:
+                g["lr"] = 0.02 * (1 - s / 3000) + 1e-4
+        return 0.5 * (torch.softmax(theta.detach(), 0) - p).abs().sum().item()   # total variation to p
+
+    assert fit("ht") < 0.02
+    assert fit("none") > 0.04 and fit("expected_count") > 0.15
+
+
+def test_rank_metrics_count_ties_against_the_target():
+    from guim_features.data import rank_metrics
+
+    rng = np.random.default_rng(0)
+    n, V = 3000, 203                                   # 200 rankable items after the 3 reserved
+    target = rng.integers(3, V, n)
+    for scores in (np.zeros((n, V)), np.full((n, V), np.nan)):   # a model that learned nothing
+        m = rank_metrics(scores, target, [np.array([], int)] * n, ks=(20,))
+        assert abs(m["recall@20"] / n - 20 / 200) < 0.02   # k / N, not 1.0
+    # target tied with exactly two other items at the top: rank 0, 1 or 2 with equal chance
+    s = np.zeros((n, 10))
+    s[:, 3:6] = 1.0
+    m = rank_metrics(s, np.full(n, 4), [np.array([], int)] * n, ks=(1,))
+    assert abs(m["recall@1"] / n - 1 / 3) < 0.03
+    # a NaN target ranks below every real score
+    s = rng.normal(size=(n, 10))
+    s[:, 4] = np.nan
+    assert rank_metrics(s, np.full(n, 4), [np.array([], int)] * n, ks=(6,))["recall@6"] == 0

@@ -152,3 +152,20 @@ def test_ddp_two_processes_train_register_and_predict(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == [str(4 * 32), "4"]
+
+
+def test_non_finite_loss_stops_with_the_step_named(tmp_path):
+    """lr = 1e30: the first step (initial weights) has a finite loss; its update makes the weights
+    overflow, so the loss of step 2 is not finite and training must stop there, saying so."""
+    from silver import write_silver
+
+    from guim_features.embedder import CHECKPOINT
+    from guim_features.errors import GuimError
+    from guim_features.train import train_model
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=40, items=30, events=12)
+    with pytest.raises(GuimError, match=r"loss is (nan|inf|-inf) at epoch 1, step 2"):
+        train_model(load_config(tmp_path / "ws"), overrides={"d": 16, "layers": 1, "batch_size": 8, "epochs": 2,
+                                                             "lr": 1e30, "warmup_steps": 1, "grad_clip": 0.0},
+                    mlflow_log=False, register=False, progress=False)
+    assert not (tmp_path / "ws" / "checkpoints" / CHECKPOINT).exists()   # nothing half-trained is saved

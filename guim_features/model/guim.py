@@ -18,8 +18,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
 - Objectives: next-item prediction at every position plus BERT-style masked-item prediction
   (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
-  or the batch's targets plus ``num_negatives`` shared sampled negatives with log-Q correction
-  (Yi et al. 2019), so the cost does not grow with the vocabulary.
+  or the batch's targets plus ``num_negatives`` shared sampled negatives, each negative corrected
+  by its inclusion probability (``inclusion_log_prob``), so the cost does not grow with the
+  vocabulary.
 
 NOTE (departs from the paper): the same Transformer runs with *causal* attention for the
 next-item objective and for user embeddings (so every position is a training target without
@@ -66,6 +67,34 @@ def check_args(a: dict) -> dict:
     if a["n_items"] <= FIRST_ITEM_INDEX:
         raise GuimError("the item index is empty: run `guim sequences` first")
     return a
+
+
+def inclusion_log_prob(p_target: torch.Tensor, q: torch.Tensor, n_targets: int, n_sampled: int) -> torch.Tensor:
+    """log pi_j: the probability that item j is among a row's candidates (sampled InfoNCE).
+
+    A row's candidates are the de-duplicated union of the batch's other ``n_targets`` targets
+    (drawn, approximately independently, from the training target distribution p) and
+    ``n_sampled`` shared negatives drawn with replacement from the sampler q. So
+
+        pi_j = 1 - (1 - p_j)^n_targets (1 - q_j)^n_sampled        (always <= 1)
+
+    Dividing each negative's exp(logit) by pi_j (subtracting log pi_j from its logit) makes the
+    sum over the sampled set an unbiased (Horvitz-Thompson) estimate of the full partition
+    function sum_j exp(logit_j); the row's positive is always present (pi = 1) and keeps its
+    logit. Each candidate counts once because the union is de-duplicated, so accidental hits of
+    the positive among the negatives cannot double it. The expected count n_t p_j + n_s q_j used
+    before exceeds 1 for popular items and over-corrects them."""
+    log_miss = n_targets * torch.log1p(-p_target.clamp_max(1 - 1e-7)) + n_sampled * torch.log1p(-q.clamp_max(1 - 1e-7))
+    return torch.log((-torch.expm1(log_miss)).clamp_min(1e-30))
+
+
+def corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sampled-softmax logits (P, N) with each negative's log inclusion probability log_pi (N,)
+    subtracted and each row's positive (column labels[p]) left as it is (see inclusion_log_prob)."""
+    rows = torch.arange(len(labels), device=labels.device)
+    out = logits - log_pi[None]
+    out[rows, labels] = logits[rows, labels]
+    return out
 
 
 class Block(nn.Module):
@@ -284,10 +313,10 @@ class GUIM(nn.Module):
             else:
                 cache["neg"] = torch.randint(FIRST_ITEM_INDEX, V, (M,), device=dev)
         cand = torch.unique(torch.cat([y, cache["neg"]]))                      # (N,) sorted
-        p_pop = (self.item_pop[cand] / total).float()                           # (N,)
-        q = p_pop if a["sampler"] == "popularity" else torch.full_like(p_pop, 1.0 / (V - FIRST_ITEM_INDEX))
-        logq = torch.log(y.numel() * p_pop + M * q + 1e-9)                      # expected count (N,)
-        return self.tower.embed_idx(cand), torch.searchsorted(cand, y), logq
+        p_tgt = (self.item_pop[cand] / total).float()                           # (N,)
+        q = p_tgt if a["sampler"] == "popularity" else torch.full_like(p_tgt, 1.0 / (V - FIRST_ITEM_INDEX))
+        log_pi = inclusion_log_prob(p_tgt, q, y.numel() - 1, M)
+        return self.tower.embed_idx(cand), torch.searchsorted(cand, y), log_pi
 
     def _full_catalogue(self) -> bool:
         a = self.args
@@ -310,7 +339,7 @@ class GUIM(nn.Module):
             aux = F.nll_loss(torch.log(weights.float().clamp_min(1e-9)), k)
             if route:                                                         # only it is scored: cost of K = 1
                 interests = interests[torch.arange(len(k), device=k.device), k][:, None]   # (P, 1, d)
-        logits = self.logits(interests, weights, vecs)                          # (P, N)
+        logits = self.logits(interests, weights, vecs).float()                  # (P, N)
         if logq is not None:
-            logits = logits - logq[None]
-        return F.cross_entropy(logits.float(), labels) + aux
+            logits = corrected_logits(logits, logq, labels)
+        return F.cross_entropy(logits, labels) + aux
