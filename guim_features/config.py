@@ -152,9 +152,11 @@ class TrainConfig:
     mlm_weight: float = opt(0.0, "Weight of masked-item prediction (bidirectional attention, BERT 80/10/10)")
     mask_prob: float = opt(0.2, "Masked-item prediction: fraction of positions selected for prediction")
     negatives: str = opt("auto", "InfoNCE candidates: auto (all items when the catalogue <= full_catalogue_max, "
-                                 "else sampled) | all | sampled (in-batch + num_negatives, cost independent of "
-                                 "the vocabulary)")
-    full_catalogue_max: int = opt(50000, "negatives=auto: largest catalogue scored in full every step")
+                                 "else sampled) | all | sampled (in-batch targets + num_negatives, corrected by "
+                                 "their inclusion probability; cost independent of the vocabulary)")
+    full_catalogue_max: int = opt(4096, "negatives=auto: largest catalogue scored in full every step (above it a "
+                                        "step's candidates, num_negatives + the batch's targets, are fewer than "
+                                        "the catalogue: sampled costs less at equal quality, bench/train.py)")
     num_negatives: int = opt(1024, "negatives=sampled: negatives drawn per step, shared by the batch")
     sampler: str = opt("uniform", "negatives=sampled: uniform | popularity (both log-Q corrected)")
     windows: str = opt("all", "Training windows per user: all (every max_len chunk of the history) | last")
