@@ -14,6 +14,7 @@ when guim_features/sequences.py exists, else from the temporary pandas builder
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -215,12 +216,14 @@ def speed_run(workspace: str, method: str, threads: int = 2, steps: int = 0) -> 
     from guim_features.config import load_config
     from guim_features.data import ItemBank, TrainStream, item_counts
     from guim_features.model import GUIM, model_args
-    from guim_features.train import optimizers, _train_config
+    from guim_features.config import TrainConfig
+    from guim_features.train import optimizers
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = load_config(workspace)
-    tc = _train_config(cfg, 0, {"K": 1 if method == "guim_k1" else cfg.train.K})
+    # the project's defaults, not the workspace's guim.yaml (which keeps the defaults of the day it was made)
+    tc = dataclasses.replace(TrainConfig(), K=1 if method == "guim_k1" else TrainConfig().K, threads=threads)
     bank = ItemBank(cfg)
     if method == "sasrec":
         b = cfg.bench

@@ -301,3 +301,27 @@ def test_rank_metrics_count_ties_against_the_target():
     s = rng.normal(size=(n, 10))
     s[:, 4] = np.nan
     assert rank_metrics(s, np.full(n, 4), [np.array([], int)] * n, ks=(6,))["recall@6"] == 0
+
+
+def test_validation_sample_is_a_fixed_subset(tmp_path):
+    from silver import write_silver
+
+    from guim_features.data import eval_batches
+
+    cfg = load_config(tmp_path / "ws")
+    write_silver(tmp_path / "ws" / "lakehouse", users=20, items=30, events=12)
+    targets = lambda **kw: [t for b in eval_batches(cfg, "valid", 50, 4, **kw) for t in b["target"]]  # noqa: E731
+    assert len(targets()) == 20 and len(targets(max_users=7, seed=1)) == 7
+    assert targets(max_users=7, seed=1) == targets(max_users=7, seed=1)       # the same users every epoch
+    assert targets(max_users=50) == targets()                                  # more than there are: all
+
+
+def test_failed_compile_falls_back_to_eager(capsys):
+    from guim_features.train import _Guarded
+
+    def broken(batch):
+        raise RuntimeError("no C++ compiler")
+
+    g = _Guarded(lambda batch: batch * 2, broken)
+    assert g(3) == 6 and g(4) == 8
+    assert "torch.compile failed (RuntimeError: no C++ compiler)" in capsys.readouterr().err
