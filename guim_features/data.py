@@ -224,7 +224,7 @@ def item_counts(cfg, n_items: int) -> np.ndarray:
 
 
 def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0) -> Iterator[dict]:
-    """Full-ranking evaluation batches: inputs (B, L) left-padded, target (B,), seen (list of arrays).
+    """Full-ranking evaluation batches: inputs (B, W <= L) left-padded, target (B,), seen (list of arrays).
 
     valid: input = TRAIN part, target = first VALID event; test: input = TRAIN + VALID parts,
     target = first TEST event. Users without a target are skipped. ``max_users`` > 0 keeps a
@@ -250,16 +250,29 @@ def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, s
             continue
         keep = sp < tsplit
         rows.append((row["item_idx"][keep], row["behavior"][keep], row["gaps"][keep], row["item_idx"][tg[0]]))
-        if len(rows) == batch_size:
-            yield _eval_collate(rows, L)
+        if len(rows) == EVAL_GROUP * batch_size:
+            yield from _eval_group(rows, L, batch_size)
             rows = []
     if rows:
-        yield _eval_collate(rows, L)
+        yield from _eval_group(rows, L, batch_size)
+
+
+EVAL_GROUP = 16   # users are read this many batches at a time and batched by input length
+
+
+def _eval_group(rows: list, L: int, batch_size: int) -> Iterator[dict]:
+    """Batches of users with similar input lengths, each padded to its longest input (<= L): the
+    encoder's work follows the real events, not max_len. The metrics are sums over users, so the
+    order does not matter."""
+    rows = sorted(rows, key=lambda r: min(len(r[0]), L))
+    for s in range(0, len(rows), batch_size):
+        yield _eval_collate(rows[s:s + batch_size], L)
 
 
 def _eval_collate(rows: list, L: int) -> dict:
-    return {"items": left_pad([r[0] for r in rows], L), "behavior": left_pad([r[1] for r in rows], L),
-            "gaps": left_pad([r[2] for r in rows], L), "target": np.array([r[3] for r in rows], np.int64),
+    W = max(1, min(L, max(len(r[0]) for r in rows)))
+    return {"items": left_pad([r[0] for r in rows], W), "behavior": left_pad([r[1] for r in rows], W),
+            "gaps": left_pad([r[2] for r in rows], W), "target": np.array([r[3] for r in rows], np.int64),
             "seen": [r[0] for r in rows]}
 
 
