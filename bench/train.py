@@ -4,7 +4,7 @@
     python bench/train.py loss-scaling        # InfoNCE (sampled) vs full softmax at 1e4, 1e5, 1e6 items
     python bench/train.py ml100k --seeds 3    # ML-100K leave-last-out, full ranking, K = 4 vs K = 1
     python bench/train.py speed               # Amazon Sports: SASRec-CE vs GUIM K = 1 / K = 4, 1 and 2 threads
-    python bench/train.py negatives [--sports]  # test Recall@20, sampled InfoNCE vs the full catalogue
+    python bench/train.py negatives [--datasets ml-100k,amazon-sports]   # sampled vs full-catalogue InfoNCE
 
 Each measurement of time and memory runs in its own process (peak RSS = ``ru_maxrss`` of that
 child). ML-100K silver tables come from ``guim ingest --source movielens`` + ``guim sequences``
@@ -301,9 +301,8 @@ def interval(values) -> tuple[float, float]:
 def negatives(args) -> None:
     """Test Recall/NDCG@20 of sampled InfoNCE against the full catalogue, same seeds and budget."""
     over = json.loads(args.overrides) if args.overrides else {}
-    spaces = {"ml-100k": ml100k_workspace(args)}
-    if args.sports:
-        spaces["amazon-sports"] = sports_workspace(args)
+    build = {"ml-100k": ml100k_workspace, "amazon-sports": sports_workspace}
+    spaces = {name: build[name](args) for name in args.datasets.split(",")}
     print(f"machine load at start: {os.getloadavg()[0]:.2f} (1-min average), {args.threads} threads per run")
     print("| data | negatives | test Recall@20 | test NDCG@20 | epochs | s/run | seeds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -348,7 +347,8 @@ def main() -> None:
     ap.add_argument("--workspace", default="/tmp/guim_bench_ml100k", help="ML-100K workspace (built if missing)")
     ap.add_argument("--sports-workspace", default="/tmp/guim_bench_sports", dest="sports_workspace",
                     help="Amazon Sports workspace (built if missing)")
-    ap.add_argument("--sports", action="store_true", help="negatives: also on Amazon Sports (hours with K = 4)")
+    ap.add_argument("--datasets", default="ml-100k", help="negatives: ml-100k and/or amazon-sports, comma-separated "
+                    "(Sports with the full catalogue: ~330 s per epoch with two threads)")
     ap.add_argument("--data", default="amazon-sports", choices=["amazon-sports", "ml-100k"], help="speed: data set")
     ap.add_argument("--steps", type=int, default=0, help="speed: time this many steps instead of a whole epoch")
     ap.add_argument("-k", type=int, default=4, help="negatives: number of interests")
