@@ -117,18 +117,20 @@ def throughput_run(workspace: str, threads: int = 2, steps: int = 30) -> dict:
     m.tower.set_bank(bank.arrays())
     from guim_features.train import optimizers
     opts = optimizers(m, tc)
-    n, t0, done = 0, None, 0
+    n, t0, done, pos = 0, None, 0, 0
     while done < steps + 2:
         for batch in TrainStream(cfg, tc.max_len, tc.batch_size, 0, tc.windows, tc.shuffle_buffer):
             if done == 2:
-                t0, n = time.perf_counter(), 0              # skip two warm-up steps
+                t0, n, pos = time.perf_counter(), 0, 0      # skip two warm-up steps
             b = {k: torch.as_tensor(v) for k, v in batch.items()}
             _step(m, opts, b)
-            n, done = n + len(b["items"]), done + 1
+            it = b["items"]
+            n, done = n + len(it), done + 1
+            pos += int(((it[:, :-1] > 0) & (it[:, 1:] > 0)).sum())     # real (input, next item) pairs
             if done >= steps + 2:
                 break
     secs = time.perf_counter() - t0
-    return {"seq_per_s": n / secs, "positions_per_s": n * tc.max_len / secs, "n_items": bank.n_items,
+    return {"seq_per_s": n / secs, "positions_per_s": pos / secs, "n_items": bank.n_items,
             "d": tc.d, "K": tc.K, "batch": tc.batch_size}
 
 
