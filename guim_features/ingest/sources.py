@@ -231,8 +231,10 @@ def read_movielens(spark, path: str) -> dict:
 
 
 def read_table(spark, path: str, mapping: dict, table: str, required: list[str], ts_unit: str = "s",
-               tag_sep: str = "|"):
-    """Any CSV / Parquet / Delta table, columns renamed by ``mapping`` (ours -> theirs)."""
+               tag_sep: str = "|", tz: str = "UTC"):
+    """Any CSV / Parquet / Delta table, columns renamed by ``mapping`` (ours -> theirs). Timestamps
+    without a zone (date-time strings without an offset, TIMESTAMP_NTZ and date columns) are
+    wall-clock times in ``tz``; epoch numbers (in ``ts_unit``) and zoned values are instants."""
     from pyspark.sql import functions as F
     p = _need(path, f"--{table}")
     if path.endswith(".csv") or path.endswith(".csv.gz") or path.endswith(".tsv"):
@@ -260,10 +262,16 @@ def read_table(spark, path: str, mapping: dict, table: str, required: list[str],
             out = out.withColumn(c, F.col(c).try_cast("string"))
     if "ts" in out.columns:
         t = dict(df.dtypes)[cols["ts"]]
-        if t.startswith("timestamp") or t == "date":
+        if t in ("timestamp_ntz", "date"):     # read as UTC by the session, then moved from tz to UTC
+            out = out.withColumn("ts", F.to_utc_timestamp(F.col("ts").cast("timestamp"), tz))
+        elif t == "timestamp":
             out = out.withColumn("ts", F.col("ts").cast("timestamp"))
         elif t == "string":
-            out = out.withColumn("ts", F.coalesce(epoch_to_ts(F.col("ts"), ts_unit), F.try_to_timestamp(F.col("ts"))))
+            text = F.trim(F.col("ts"))
+            parsed = F.try_to_timestamp(text)
+            zoned = text.rlike(r"(?i)\d:\d\d(:\d\d(\.\d+)?)?\s*(z|utc|gmt|[+-]\d\d(:?\d\d)?)$")
+            out = out.withColumn("ts", F.coalesce(epoch_to_ts(F.col("ts"), ts_unit),
+                                                  F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, tz))))
         else:
             out = out.withColumn("ts", epoch_to_ts(F.col("ts"), ts_unit))
     if "tags" in out.columns and dict(out.dtypes)["tags"] == "string":
