@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # command -> (module with run(cfg, args), one-line help)
 COMMANDS = {
@@ -21,6 +22,9 @@ COMMANDS = {
     "bench": ("guim_features.bench", "Run the GUIM-Bench downstream suite with baselines"),
     "promote": ("guim_features.promote", "Move alias 'champion' to 'challenger' if the bench allows"),
 }
+
+# Commands that make a workspace when it does not exist yet; every other one only reads an existing one.
+CREATE_WORKSPACE = ("demo", "ingest")
 
 
 def _arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -71,11 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import ConfigError, load_config
+    from .config import CONFIG_FILE, ConfigError, load_config
     from .errors import GuimError
 
     try:
-        cfg = load_config(args.workspace, args.overrides)
+        creates = args.command in CREATE_WORKSPACE
+        if not creates and not (Path(args.workspace) / CONFIG_FILE).is_file():
+            raise GuimError(f"workspace not found: {args.workspace} (no {CONFIG_FILE} there; `guim ingest "
+                            f"--workspace {args.workspace}` or `guim demo --workspace {args.workspace}` makes one)")
+        cfg = load_config(args.workspace, args.overrides, write_default=creates)
         module = importlib.import_module(COMMANDS[args.command][0])
         result = module.run(cfg, args)
     except (ConfigError, GuimError) as e:
