@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 # command -> (module with run(cfg, args), one-line help)
@@ -69,14 +72,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workspace", default="guim_workspace", help="workspace folder (default ./guim_workspace)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                        help="override a config value (repeatable), e.g. --set train.epochs=5")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="also show Spark's, Ivy's, MLflow's and other libraries' logs and warnings")
         _arguments(name, p)
     return parser
 
 
+JVM_LOG = "logs/spark.log"      # in the workspace: the JVM's output unless --verbose
+
+
+@contextmanager
+def _quiet(workspace: str):
+    """Normal output is the command's own lines, progress and errors. The JVM's output (Ivy's
+    dependency report, log4j) goes to ``<workspace>/logs/spark.log``; warnings from libraries and
+    log records below ERROR (MLflow's database migrations, py4j, Feast) are dropped. ``--verbose``
+    skips this."""
+    from . import spark
+
+    previous_log, previous_disable = spark.JVM_LOG, logging.root.manager.disable
+    spark.JVM_LOG = str(Path(workspace) / JVM_LOG)
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore")
+            warnings.filterwarnings("default", module="guim_features")
+            yield
+    finally:
+        logging.disable(previous_disable)
+        spark.JVM_LOG = previous_log
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import CONFIG_FILE, ConfigError, load_config
+    from .config import CONFIG_FILE, ConfigError, load_config, replace
     from .errors import GuimError
+    from .spark import stage_progress
 
     try:
         creates = args.command in CREATE_WORKSPACE
@@ -84,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             raise GuimError(f"workspace not found: {args.workspace} (no {CONFIG_FILE} there; `guim ingest "
                             f"--workspace {args.workspace}` or `guim demo --workspace {args.workspace}` makes one)")
         cfg = load_config(args.workspace, args.overrides, write_default=creates)
-        module = importlib.import_module(COMMANDS[args.command][0])
-        result = module.run(cfg, args)
+        if args.verbose:
+            if cfg.spark.log_level.upper() in ("ERROR", "FATAL", "OFF"):
+                cfg = replace(cfg, spark=replace(cfg.spark, log_level="WARN"))
+            result = importlib.import_module(COMMANDS[args.command][0]).run(cfg, args)
+        else:
+            with _quiet(args.workspace), stage_progress():
+                result = importlib.import_module(COMMANDS[args.command][0]).run(cfg, args)
     except (ConfigError, GuimError) as e:
         print(f"guim {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -310,5 +310,8 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
 
 
 def run(cfg: Config, args) -> int:
+    from . import delta
+
+    delta.require(cfg.table("events"), "events")        # before Spark starts
     main(cfg, full=getattr(args, "full", False))
     return 0

@@ -1,4 +1,5 @@
-"""The ``guim`` command line itself: workspaces, messages, help. No Spark is started here."""
+"""The ``guim`` command line itself: workspaces, messages, help, quiet output and progress. No Spark
+is started here."""
 from __future__ import annotations
 
 import pytest
@@ -14,3 +15,96 @@ def test_a_mistyped_workspace_is_not_created(tmp_path, capsys, command):
     assert main([*command, "--workspace", str(typo)]) == 2
     assert f"guim {command[0]}: error: workspace not found: {typo}" in capsys.readouterr().err
     assert not typo.exists()
+
+
+@pytest.fixture
+def no_spark(monkeypatch):
+    """Fails the test if a command asks for a Spark session."""
+    from guim_features import spark
+
+    def refuse(*a, **k):
+        raise AssertionError("a SparkSession was requested")
+
+    monkeypatch.setattr(spark, "get_spark", refuse)
+
+
+@pytest.mark.parametrize("given, message", [
+    (["--source", "taobao", "--path", "{ws}/UserBehavior.csv"], "taobao: file or folder not found: {ws}/UserBehavior.csv"),
+    (["--source", "movielens", "--path", "{ws}"], "movielens: {ws} has neither u.data (ml-100k) nor ratings.dat"),
+    (["--source", "table", "--events", "{ws}/guim.yaml", "--items", "{ws}/items.parquet"],
+     "--items: file or folder not found: {ws}/items.parquet"),
+    (["--source", "table", "--events", "{ws}/guim.yaml"], "--events {ws}/guim.yaml: cannot tell the format"),
+    (["--set", "ingest.timezone=Mars/Olympus"], "ingest.timezone='Mars/Olympus': not a known time zone"),
+], ids=["taobao", "movielens", "table-items", "table-format", "timezone"])
+def test_ingest_input_mistakes_are_reported_before_spark_starts(tmp_path, capsys, no_spark, given, message):
+    ws = tmp_path / "ws"
+    assert main(["ingest", "--workspace", str(ws)] + [a.format(ws=ws) for a in given]) == 2
+    assert f"guim ingest: error: {message.format(ws=ws)}" in capsys.readouterr().err
+
+
+def test_sequences_without_bronze_says_run_ingest_before_spark_starts(tmp_path, capsys, no_spark):
+    from guim_features.config import load_config
+
+    load_config(tmp_path / "ws")
+    assert main(["sequences", "--workspace", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err
+    assert "guim sequences: error: Delta table events not found" in err and "run `guim ingest` first" in err
+
+
+def test_a_child_started_while_quiet_writes_to_the_log(tmp_path, capfd):
+    """What the JVM prints (Ivy's report, log4j) lands in the log file, not on the terminal: a child
+    process inherits the redirected output for its whole life."""
+    import subprocess
+
+    from guim_features.spark import _output_to
+
+    log = tmp_path / "logs" / "spark.log"
+    with _output_to(str(log)):
+        subprocess.run(["sh", "-c", "echo ':: resolving dependencies ::'; echo 'WARN NativeCodeLoader' >&2"])
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == "after\n" and err == ""
+    assert log.read_text().splitlines() == [":: resolving dependencies ::", "WARN NativeCodeLoader"]
+
+
+def test_quiet_mode_drops_library_warnings_and_logs_but_not_ours(tmp_path, caplog):
+    import logging
+    import warnings
+
+    from guim_features.cli import _quiet
+
+    with _quiet(str(tmp_path)), warnings.catch_warnings(record=True) as caught:
+        warnings.warn_explicit("Hint: Inferred schema ...", UserWarning, "mlflow/types/utils.py", 1,
+                               module="mlflow.types.utils")
+        warnings.warn_explicit("guim.yaml: embed.x is no longer used", UserWarning, "guim_features/config.py", 1,
+                               module="guim_features.config")
+        logging.getLogger("alembic.runtime.migration").warning("Context impl SQLiteImpl.")
+    assert [str(w.message) for w in caught] == ["guim.yaml: embed.x is no longer used"]
+    assert "SQLiteImpl" not in caplog.text
+    logging.getLogger("alembic.runtime.migration").warning("after the command")
+    assert "after the command" in caplog.text                   # logging is back to normal
+
+
+def test_bench_reports_each_run_with_the_time_left(tmp_path):
+    """--seeds 2 over a seeded, a deterministic and a failing method: 3 runs (the failing method's
+    seeds leave the count), numbered in order, the last with nothing left."""
+    from test_bench_metrics import tiny
+
+    from guim_features.bench import make_methods, run_suite
+    from guim_features.bench.baselines import Method
+    from guim_features.config import load_config
+
+    class Broken(Method):
+        name = "broken"
+
+        def embed(self, data, seed):
+            raise RuntimeError("cannot fit")
+
+    cfg = load_config(tmp_path / "ws", ["bench.methods=[random, popularity]", "bench.tasks=[next_item]"])
+    lines = []
+    run_suite(cfg, tiny(), [Broken(cfg)] + make_methods(cfg), seeds=2, log=lines.append)
+    assert lines[0] == "bench: method broken skipped: RuntimeError: cannot fit"
+    assert [line.split(":")[1].strip() for line in lines[1:]] == [
+        "[1/3] random seed 0", "[2/3] random seed 1", "[3/3] popularity seed 0"]
+    assert all(" elapsed, about " in line for line in lines[1:])
+    assert lines[-1].endswith("about 0s left")

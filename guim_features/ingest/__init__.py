@@ -79,11 +79,33 @@ def _synthetic(spark, cfg: Config, users: int, items: int) -> dict:
     return out
 
 
+def check_inputs(cfg: Config, args) -> str:
+    """Check what can be checked without Spark — the source name, its paths and formats, the time
+    bounds and zone — so a mistake is reported at once, not after Spark's start. Returns the source."""
+    from . import sources as S
+
+    time_bounds(cfg.ingest)
+    src = getattr(args, "source", None) or cfg.ingest.source
+    if src == "taobao":
+        S.need(args.path, "taobao")
+    elif src == "movielens":
+        S.movielens_layout(Path(S.need(args.path, "movielens")))
+    elif src == "table":
+        if not getattr(args, "events", None):
+            raise GuimError("--source table needs --events PATH (and optionally --items, --users)")
+        for table in ("events", "items", "users"):
+            if getattr(args, table, None):
+                S.table_format(S.need(getattr(args, table), f"--{table}"), table)
+    elif src != "synthetic":
+        raise GuimError(f"unknown source {src!r}; use synthetic, taobao, movielens or table")
+    return src
+
+
 def read_source(spark, cfg: Config, args) -> tuple[str, dict]:
     """(source label, {'events'|'items'|'users': candidate DataFrame or None})."""
     from . import sources as S
 
-    src = getattr(args, "source", None) or cfg.ingest.source
+    src = check_inputs(cfg, args)
     if src == "synthetic":
         users = getattr(args, "num_users", None) or cfg.ingest.users
         items = getattr(args, "num_items", None) or cfg.ingest.items
@@ -93,8 +115,6 @@ def read_source(spark, cfg: Config, args) -> tuple[str, dict]:
     if src == "movielens":
         return f"movielens:{Path(args.path).name if args.path else ''}", S.read_movielens(spark, args.path)
     if src == "table":
-        if not getattr(args, "events", None):
-            raise GuimError("--source table needs --events PATH (and optionally --items, --users)")
         m, c = cfg.ingest.mapping, cfg.ingest
         opts = (c.timestamp_unit, c.tag_separator, c.timezone)
         out = {"events": S.read_table(spark, args.events, m.get("events", {}), "events", EVENT_COLS, *opts)}
@@ -105,7 +125,6 @@ def read_source(spark, cfg: Config, args) -> tuple[str, dict]:
         out["users"] = (S.read_table(spark, args.users, {**{k: k for k in user_opt}, **m.get("users", {})},
                                      "users", ["user_id"], *opts) if args.users else None)
         return f"table:{Path(args.events).name}", out
-    raise GuimError(f"unknown source {src!r}; use synthetic, taobao, movielens or table")
 
 
 def ingest(spark, cfg: Config, source: str, frames: dict, quiet: bool = False) -> dict:
@@ -161,6 +180,7 @@ def run(cfg: Config, args) -> int:
     from ..spark import get_spark
 
     t0 = time.time()
+    check_inputs(cfg, args)
     spark = get_spark(cfg.spark)
     source, frames = read_source(spark, cfg, args)
     ingest(spark, cfg, source, frames)
