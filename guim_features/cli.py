@@ -1,7 +1,8 @@
 """The ``guim`` command line: one sub-command per stage of the flow.
 
-Every command takes ``--workspace DIR`` and ``--set section.key=value``. Stage modules are
-imported only when their command runs, so ``guim --help`` is instant.
+Every command takes ``--workspace DIR``, ``--set section.key=value`` and ``--verbose``; its
+``--help`` shows the defaults and an example. Stage modules are imported only when their command
+runs, so ``guim --help`` is instant.
 """
 from __future__ import annotations
 
@@ -13,17 +14,28 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-# command -> (module with run(cfg, args), one-line help)
+# command -> (module with run(cfg, args), one-line help, an example)
 COMMANDS = {
-    "demo": ("guim_features.demo", "Run the whole flow on built-in synthetic data"),
-    "ingest": ("guim_features.ingest", "Load raw logs into bronze Delta tables (with quarantine)"),
-    "sequences": ("guim_features.sequences", "Build silver tables: item index, features, sequences, labels"),
-    "train": ("guim_features.train", "Train GUIM and register it in MLflow as alias 'challenger'"),
-    "embed": ("guim_features.embed", "Batch-export user mixtures and item vectors to gold Delta tables"),
-    "publish": ("guim_features.publish", "Feast apply + materialize, and build the item ANN index"),
-    "recommend": ("guim_features.recommend", "Recommend items for a user from the online store"),
-    "bench": ("guim_features.bench", "Run the GUIM-Bench downstream suite with baselines"),
-    "promote": ("guim_features.promote", "Move alias 'champion' to 'challenger' if the bench allows"),
+    "demo": ("guim_features.demo", "Run the whole flow on built-in synthetic data",
+             "guim demo --workspace demo_ws"),
+    "ingest": ("guim_features.ingest", "Load raw logs into bronze Delta tables (with quarantine)",
+               "guim ingest --source movielens --path ml-100k --workspace ml100k"),
+    "sequences": ("guim_features.sequences", "Build silver tables: item index, features, sequences, labels",
+                  "guim sequences --workspace ml100k --set sequences.max_len=1000"),
+    "train": ("guim_features.train", "Train GUIM and register it in MLflow as alias 'challenger'",
+              "guim train --workspace ml100k --set train.epochs=20"),
+    "embed": ("guim_features.embed", "Batch-export user mixtures and item vectors to gold Delta tables",
+              "guim embed --workspace ml100k --backfill 1998-03-01 1998-04-01 --every 1w"),
+    "publish": ("guim_features.publish", "Feast apply + materialize, and build the item ANN index",
+                "guim publish --workspace ml100k --set publish.online_store=redis --set publish.redis=localhost:6379"),
+    "recommend": ("guim_features.recommend", "Recommend items for a user from the online store",
+                  "guim recommend 42 -k 10 --workspace ml100k"),
+    "bench": ("guim_features.bench", "Run the GUIM-Bench downstream suite with baselines",
+              "guim bench --workspace ml100k --quick"),
+    "promote": ("guim_features.promote", "Move alias 'champion' to 'challenger' if the bench allows",
+                "guim promote --workspace ml100k --dry-run"),
+    "config": ("guim_features.config", "Print the effective configuration, each key with its help",
+               "guim config --workspace ml100k --set train.K=1"),
 }
 
 # Commands that make a workspace when it does not exist yet; every other one only reads an existing one.
@@ -38,8 +50,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--events", help="table: events CSV/Parquet/Delta path")
         p.add_argument("--items", help="table: items CSV/Parquet/Delta path")
         p.add_argument("--users", help="table: users CSV/Parquet/Delta path")
-        p.add_argument("--num-users", type=int, dest="num_users", help="synthetic: users (ingest.users)")
-        p.add_argument("--num-items", type=int, dest="num_items", help="synthetic: items (ingest.items)")
+        p.add_argument("--num-users", type=int, dest="num_users", help="synthetic: number of users (default: ingest.users)")
+        p.add_argument("--num-items", type=int, dest="num_items", help="synthetic: number of items (default: ingest.items)")
     elif name == "sequences":
         p.add_argument("--full", action="store_true", help="rebuild every user instead of only changed ones")
     elif name == "train":
@@ -58,18 +70,43 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("user_id")
         p.add_argument("-k", type=int, default=20, help="number of items")
     elif name == "bench":
-        p.add_argument("--model-uri", dest="model_uri", help="default models:/guim@challenger")
+        p.add_argument("--model-uri", dest="model_uri",
+                       help="registered model benchmarked as method 'model' (default: bench.model_uri)")
         p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds, report mean and spread")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default after its help (unless it has none, is a flag's False, or the help
+    already says it) and keeps the example's line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is None or action.default is False or action.default in ([], argparse.SUPPRESS)
+                or "default" in text):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("guim-features")
+    except PackageNotFoundError:           # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="guim", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--workspace", default="guim_workspace", help="workspace folder (default ./guim_workspace)")
+    parser = argparse.ArgumentParser(prog="guim", description=__doc__.splitlines()[0], formatter_class=_Help,
+                                     epilog="Run `guim COMMAND --help` for a command's options. First time: guim demo")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_, example) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help,
+                           epilog=f"example:\n  {example}")
+        p.add_argument("--workspace", default="guim_workspace", help="workspace folder")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                        help="override a config value (repeatable), e.g. --set train.epochs=5")
         p.add_argument("-v", "--verbose", action="store_true",
@@ -103,14 +140,18 @@ def _quiet(workspace: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     from .config import CONFIG_FILE, ConfigError, load_config, replace
     from .errors import GuimError
     from .spark import stage_progress
 
     try:
         creates = args.command in CREATE_WORKSPACE
-        if not creates and not (Path(args.workspace) / CONFIG_FILE).is_file():
+        if args.command != "config" and not creates and not (Path(args.workspace) / CONFIG_FILE).is_file():
             raise GuimError(f"workspace not found: {args.workspace} (no {CONFIG_FILE} there; `guim ingest "
                             f"--workspace {args.workspace}` or `guim demo --workspace {args.workspace}` makes one)")
         cfg = load_config(args.workspace, args.overrides, write_default=creates)

@@ -1,9 +1,11 @@
 """Configuration: one frozen dataclass per stage, loaded from ``guim.yaml`` in the workspace.
 
 Every field carries its help text in ``metadata["help"]``; that text is written as a comment
-into ``guim.yaml`` the first time a workspace is used. ``--set section.key=value`` overrides
-any field on any command; values are parsed as YAML and type-checked against the field, and
-an unknown section, key or a wrong type raises :class:`ConfigError` naming it.
+into ``guim.yaml`` the first time a workspace is used, and ``guim config`` prints it beside each
+key's effective value. ``--set section.key=value`` overrides any field on any command; the value
+is read as the field's type (a string field takes the text as typed, anything else is parsed as
+YAML) and type-checked, and an unknown section, key or a wrong type raises :class:`ConfigError`
+naming it.
 """
 from __future__ import annotations
 
@@ -389,20 +391,27 @@ def _is_nested(raw: str) -> bool:
     return raw.strip()[:1] in ("{", "[")
 
 
-def _to_yaml(cfg: Config) -> str:
-    lines = ["# GUIM Features configuration. Every key is optional; delete one to get its default.",
-             "# Override any key on any command with --set section.key=value."]
+def render(cfg: Config, defaults: Config | None = None) -> str:
+    """``cfg`` as YAML, every key under its help as a comment; with ``defaults``, a key whose value
+    differs from it also shows the default."""
+    lines = []
     for f in dataclasses.fields(cfg):
         if f.name == "workspace":
             continue
-        sec = getattr(cfg, f.name)
+        sec, base = getattr(cfg, f.name), getattr(defaults, f.name, None)
         lines.append(f"\n{f.name}:")
         for sf in dataclasses.fields(sec):
-            lines.append(f"  # {sf.metadata.get('help', '')}")
-            dumped = yaml.safe_dump({sf.name: getattr(sec, sf.name)}, default_flow_style=True,
-                                    width=10_000, sort_keys=False).strip()
-            lines.append("  " + dumped[1:-1] if dumped.startswith("{") else "  " + dumped)
+            value, help_ = getattr(sec, sf.name), sf.metadata.get("help", "")
+            if base is not None and value != getattr(base, sf.name):
+                help_ += f" [changed; default: {_flow(getattr(base, sf.name))}]"
+            lines.append(f"  # {help_}")
+            lines.append(f"  {sf.name}: {_flow(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    """One value in YAML flow style, on one line."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
 def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list[str] | tuple = (),
@@ -421,7 +430,9 @@ def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list
         data = {}
         if write_default:
             ws.mkdir(parents=True, exist_ok=True)
-            path.write_text(_to_yaml(Config(workspace=str(ws))))
+            path.write_text("# GUIM Features configuration. Every key is optional; delete one to get its default.\n"
+                            "# Override any key on any command with --set section.key=value.\n"
+                            + render(Config(workspace=str(ws))))
     data.pop("workspace", None)
     for item in overrides:
         parts, raw = _parse_override(item)
@@ -433,3 +444,16 @@ def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list
 def replace(cfg: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` re-exported: configs are frozen, derive new ones."""
     return dataclasses.replace(cfg, **changes)
+
+
+def run(cfg: Config, args) -> int:
+    """CLI entry: ``guim config`` prints the effective configuration (defaults, guim.yaml, --set)."""
+    import sys
+
+    ws = Path(cfg.workspace)
+    if not (ws / CONFIG_FILE).is_file():
+        print(f"guim config: workspace {cfg.workspace} not found: package defaults and --set only", file=sys.stderr)
+    print(f"# Effective configuration of workspace {cfg.workspace}: package defaults, then {ws / CONFIG_FILE}, "
+          "then --set.", end="")
+    print(render(cfg, defaults=Config(workspace=cfg.workspace)), end="")
+    return 0

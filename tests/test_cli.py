@@ -108,3 +108,69 @@ def test_bench_reports_each_run_with_the_time_left(tmp_path):
         "[1/3] random seed 0", "[2/3] random seed 1", "[3/3] popularity seed 0"]
     assert all(" elapsed, about " in line for line in lines[1:])
     assert lines[-1].endswith("about 0s left")
+
+
+def test_version_comes_from_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"guim {version('guim-features')}\n"
+
+
+def test_bare_guim_lists_every_command(capsys):
+    from guim_features.cli import COMMANDS
+
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for name in ["demo", "ingest", "sequences", "train", "embed", "publish", "recommend", "bench", "promote",
+                 "config"]:
+        assert f"    {name} " in out
+    assert set(COMMANDS) == {"demo", "ingest", "sequences", "train", "embed", "publish", "recommend", "bench",
+                             "promote", "config"}
+
+
+@pytest.mark.parametrize("command", ["demo", "ingest", "sequences", "train", "embed", "publish", "recommend",
+                                     "bench", "promote", "config"])
+def test_each_command_help_shows_defaults_and_an_example(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())          # argparse wraps lines at the terminal width
+    assert e.value.code == 0
+    assert "--workspace WORKSPACE workspace folder (default: guim_workspace)" in out
+    assert f"example: guim {command}" in out
+    assert "--verbose" in out and "(default: False)" not in out and "(default: None)" not in out
+
+
+def test_help_shows_each_option_default():
+    from guim_features.cli import build_parser
+
+    def help_of(command):
+        return " ".join(build_parser()._subparsers._group_actions[0].choices[command].format_help().split())
+
+    assert "-k K number of items (default: 20)" in help_of("recommend")
+    assert "--seeds SEEDS repeat with this many seeds, report mean and spread (default: 1)" in help_of("bench")
+    assert "--launcher {torchrun,spark} how to start DDP processes when --num-processes > 1 (default: torchrun)" \
+        in help_of("train")
+
+
+def test_config_prints_each_key_with_its_help_and_what_changed(tmp_path, capsys):
+    from guim_features.config import load_config
+
+    ws = tmp_path / "ws"
+    load_config(ws)
+    (ws / "guim.yaml").write_text("train:\n  epochs: 7\n")
+    assert main(["config", "--workspace", str(ws), "--set", "train.K=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    k = lines.index("  K: 1")
+    assert lines[k - 1] == "  # Number of user interests (1 = the single-vector baseline) [changed; default: 4]"
+    assert "  epochs: 7" in lines and "  heads: 2" in lines
+    assert lines[lines.index("  heads: 2") - 1] == "  # Attention heads per layer (d must be divisible by it)"
+
+
+def test_config_of_a_missing_workspace_shows_the_defaults_and_creates_nothing(tmp_path, capsys):
+    assert main(["config", "--workspace", str(tmp_path / "nowhere")]) == 0
+    captured = capsys.readouterr()
+    assert "workspace " + str(tmp_path / "nowhere") + " not found" in captured.err
+    assert "  K: 4" in captured.out.splitlines()
+    assert not (tmp_path / "nowhere").exists()
