@@ -1,11 +1,11 @@
 """Configuration: one frozen dataclass per stage, loaded from ``guim.yaml`` in the workspace.
 
-Every field carries its help text in ``metadata["help"]``; that text is written as a comment
-into ``guim.yaml`` the first time a workspace is used, and ``guim config`` prints it beside each
-key's effective value. ``--set section.key=value`` overrides any field on any command; the value
-is read as the field's type (a string field takes the text as typed, anything else is parsed as
-YAML) and type-checked, and an unknown section, key or a wrong type raises :class:`ConfigError`
-naming it.
+Every field carries its help text in ``metadata["help"]``; ``guim config`` prints it beside each
+key's effective value. ``guim.yaml`` holds only what the user set (a new workspace gets a header
+and no keys), so a workspace follows the package's defaults as they change. ``--set
+section.key=value`` overrides any field on any command; the value is read as the field's type (a
+string field takes the text as typed, anything else is parsed as YAML) and type-checked, and an
+unknown section, key or a wrong type raises :class:`ConfigError` naming it.
 """
 from __future__ import annotations
 
@@ -414,9 +414,22 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
+HEADER = """\
+# GUIM Features configuration of this workspace. Only the keys set here are used; every other key
+# takes the package's current default. `guim config` prints every key with its value and help;
+# `--set section.key=value` overrides any key for one command. For example:
+#
+# ingest:
+#   timezone: Asia/Shanghai
+# train:
+#   epochs: 20
+"""
+
+
 def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list[str] | tuple = (),
                 write_default: bool = True) -> Config:
-    """Read ``<workspace>/guim.yaml`` (writing the defaults on first use) and apply overrides."""
+    """Read ``<workspace>/guim.yaml`` (writing a header-only one on first use, with ``write_default``)
+    and apply overrides; keys set nowhere take the package defaults."""
     ws = Path(workspace)
     path = ws / CONFIG_FILE
     if path.exists():
@@ -430,9 +443,7 @@ def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list
         data = {}
         if write_default:
             ws.mkdir(parents=True, exist_ok=True)
-            path.write_text("# GUIM Features configuration. Every key is optional; delete one to get its default.\n"
-                            "# Override any key on any command with --set section.key=value.\n"
-                            + render(Config(workspace=str(ws))))
+            path.write_text(HEADER)
     data.pop("workspace", None)
     for item in overrides:
         parts, raw = _parse_override(item)

@@ -69,3 +69,28 @@ def test_retired_key_is_ignored_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="embed.sequence_part is no longer used"):
         cfg = load_config(tmp_path / "ws")
     assert cfg.embed.batch_size == 64
+
+
+def test_a_new_workspace_file_sets_no_key_so_package_defaults_apply(tmp_path):
+    import yaml
+
+    load_config(tmp_path / "ws")
+    path = tmp_path / "ws" / "guim.yaml"
+    text = path.read_text()
+    assert yaml.safe_load(text) is None and all(line.startswith("#") for line in text.splitlines())
+    path.write_text(text + "train:\n  epochs: 20\n")                 # what the user adds is used
+    cfg = load_config(tmp_path / "ws")
+    assert cfg.train.epochs == 20 and cfg.train.K == 4 and cfg.ingest.timezone == "UTC"
+    assert path.read_text() == text + "train:\n  epochs: 20\n"       # loading never rewrites it
+
+
+def test_a_file_written_with_every_key_still_loads(tmp_path):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "guim.yaml").write_text(
+        "# GUIM Features configuration. Every key is optional; delete one to get its default.\n\n"
+        "spark:\n  # Spark master URL\n  master: local[2]\n  conf: {}\n"
+        "ingest:\n  # Known behaviours\n  behaviors: [pv, fav, cart, buy]\n  mapping: {events: {}, items: {}, users: {}}\n"
+        "train:\n  # Maximum epochs\n  epochs: 40\n")
+    cfg = load_config(tmp_path / "ws")
+    assert cfg.train.epochs == 40 and cfg.ingest.behaviors == ["pv", "fav", "cart", "buy"]
+    assert cfg.spark.master == "local[2]"
