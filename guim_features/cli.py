@@ -38,6 +38,12 @@ COMMANDS = {
                "guim config --workspace ml100k --set train.K=1"),
 }
 
+# guim bench --quick: the registered model against the floors and one cheap learned baseline, on the
+# tasks that need no per-user probes; a check, not a record: nothing is logged to MLflow or tagged on
+# the model version, so `guim promote` never gates on a partial suite
+QUICK_BENCH = ("bench.methods=[random,popularity,item2vec,model]",
+               "bench.tasks=[next_item,item_category,similar_items]", "bench.log_mlflow=false")
+
 # Commands that make a workspace when it does not exist yet; every other one only reads an existing one.
 CREATE_WORKSPACE = ("demo", "ingest")
 
@@ -50,8 +56,10 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--events", help="table: events CSV/Parquet/Delta path")
         p.add_argument("--items", help="table: items CSV/Parquet/Delta path")
         p.add_argument("--users", help="table: users CSV/Parquet/Delta path")
-        p.add_argument("--num-users", type=int, dest="num_users", help="synthetic: number of users (default: ingest.users)")
-        p.add_argument("--num-items", type=int, dest="num_items", help="synthetic: number of items (default: ingest.items)")
+        p.add_argument("--num-users", type=int, dest="num_users",
+                       help="synthetic: number of users (default: ingest.users)")
+        p.add_argument("--num-items", type=int, dest="num_items",
+                       help="synthetic: number of items (default: ingest.items)")
     elif name == "sequences":
         p.add_argument("--full", action="store_true", help="rebuild every user instead of only changed ones")
     elif name == "train":
@@ -73,6 +81,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--model-uri", dest="model_uri",
                        help="registered model benchmarked as method 'model' (default: bench.model_uri)")
         p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds, report mean and spread")
+        p.add_argument("--quick", action="store_true",
+                       help="a quick check, not logged to MLflow: " + ", ".join(QUICK_BENCH[:2])
+                       + ", one seed (--set still wins)")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 
@@ -99,7 +110,9 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="guim", description=__doc__.splitlines()[0], formatter_class=_Help,
+    parser = argparse.ArgumentParser(prog="guim", formatter_class=_Help,
+                                     description="GUIM Features: user interest mixtures and item embeddings from\n"
+                                                 "behaviour logs, one command per stage of the flow.",
                                      epilog="Run `guim COMMAND --help` for a command's options. First time: guim demo")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -132,7 +145,7 @@ def _quiet(workspace: str):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore")
-            warnings.filterwarnings("default", module="guim_features")
+            warnings.filterwarnings("default", category=UserWarning, module="guim_features")
             yield
     finally:
         logging.disable(previous_disable)
@@ -145,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "quick", False):
+        args.overrides, args.seeds = [*QUICK_BENCH, *args.overrides], 1
     from .config import CONFIG_FILE, ConfigError, load_config, replace
     from .errors import GuimError
     from .spark import stage_progress

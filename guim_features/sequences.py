@@ -1,6 +1,6 @@
 """``guim sequences``: bronze -> silver (item_index, vocab, feature_stats, item_features,
-user_sequences, labels_*). Issue 2, item 5; the Spark job ``spark_jobs/build_sequences.py``
-runs the same :func:`main`.
+user_sequences, labels_*). The Spark job ``spark_jobs/build_sequences.py`` runs the same
+:func:`main`.
 
 Extract (bronze Delta) -> pure transforms below (DataFrame in, DataFrame out, parameters as
 arguments; tested on hand-written frames) -> load (Delta MERGE / overwrite). Incremental: the

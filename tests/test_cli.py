@@ -29,9 +29,10 @@ def no_spark(monkeypatch):
 
 
 @pytest.mark.parametrize("given, message", [
-    (["--source", "taobao", "--path", "{ws}/UserBehavior.csv"], "taobao: file or folder not found: {ws}/UserBehavior.csv"),
+    (["--source", "taobao", "--path", "{ws}/UserBehavior.csv"],
+     "taobao: file or folder not found: {ws}/UserBehavior.csv"),
     (["--source", "movielens", "--path", "{ws}"], "movielens: {ws} has neither u.data (ml-100k) nor ratings.dat"),
-    (["--source", "table", "--events", "{ws}/guim.yaml", "--items", "{ws}/items.parquet"],
+    (["--source", "table", "--events", "{ws}", "--items", "{ws}/items.parquet"],
      "--items: file or folder not found: {ws}/items.parquet"),
     (["--source", "table", "--events", "{ws}/guim.yaml"], "--events {ws}/guim.yaml: cannot tell the format"),
     (["--set", "ingest.timezone=Mars/Olympus"], "ingest.timezone='Mars/Olympus': not a known time zone"),
@@ -122,10 +123,10 @@ def test_bare_guim_lists_every_command(capsys):
     from guim_features.cli import COMMANDS
 
     assert main([]) == 2
-    out = capsys.readouterr().out
-    for name in ["demo", "ingest", "sequences", "train", "embed", "publish", "recommend", "bench", "promote",
-                 "config"]:
-        assert f"    {name} " in out
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("    ")
+              and not line.startswith("     ")]
+    assert listed == ["demo", "ingest", "sequences", "train", "embed", "publish", "recommend", "bench", "promote",
+                      "config"]
     assert set(COMMANDS) == {"demo", "ingest", "sequences", "train", "embed", "publish", "recommend", "bench",
                              "promote", "config"}
 
@@ -174,3 +175,28 @@ def test_config_of_a_missing_workspace_shows_the_defaults_and_creates_nothing(tm
     assert "workspace " + str(tmp_path / "nowhere") + " not found" in captured.err
     assert "  K: 4" in captured.out.splitlines()
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_bench_quick_runs_fewer_tasks_with_one_seed_and_set_still_wins(tmp_path, capsys):
+    import pandas as pd
+    from deltalake import write_deltalake
+    from test_bench_metrics import tiny
+
+    from guim_features.config import load_config
+
+    cfg = load_config(tmp_path / "ws")
+    d = tiny()
+    frames = {"item_index": d.labels_items[["item_id", "item_idx"]], "labels_users": d.labels_users,
+              "labels_items": d.labels_items, "labels_future": d.labels_future,
+              "user_sequences": pd.DataFrame({"user_id": d.user_ids, **{k: [s[k] for s in d.seqs] for k in
+                                                                          ("item_idx", "behavior", "gaps", "split")}})}
+    for name, df in frames.items():
+        write_deltalake(cfg.table(name), df)
+    assert main(["bench", "--workspace", cfg.workspace, "--seeds", "3", "--quick", "--set",
+                 "bench.methods=[random, popularity]"]) == 0
+    out = capsys.readouterr().out
+    table = [line.split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == ["| task", "metric", "random", "popularity |"]
+    assert {row[0][2:] for row in table[2:]} == {"next_item", "item_category", "similar_items", "(cost)"}
+    assert "One seed" in out
+    assert not (tmp_path / "ws" / "mlflow.db").exists()        # a check, not a record promote could read
