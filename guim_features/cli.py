@@ -134,22 +134,39 @@ JVM_LOG = "logs/spark.log"      # in the workspace: the JVM's output unless --ve
 @contextmanager
 def _quiet(workspace: str):
     """Normal output is the command's own lines, progress and errors. The JVM's output (Ivy's
-    dependency report, log4j) goes to ``<workspace>/logs/spark.log``; warnings from libraries and
-    log records below ERROR (MLflow's database migrations, py4j, Feast) are dropped. ``--verbose``
-    skips this."""
+    dependency report, log4j) goes to ``<workspace>/logs/spark.log``; warnings from libraries, log
+    records below ERROR (MLflow's database migrations, py4j, Feast) and MLflow's artifact download
+    bars are dropped. ``--verbose`` skips this."""
+    import os
+
     from . import spark
 
     previous_log, previous_disable = spark.JVM_LOG, logging.root.manager.disable
+    previous_bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     spark.JVM_LOG = str(Path(workspace) / JVM_LOG)
     logging.disable(logging.WARNING)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore")
             warnings.filterwarnings("default", category=UserWarning, module="guim_features")
+            # libraries re-enable their own warnings inside their calls (MLflow: simplefilter("once")),
+            # so the display is filtered too: only this package's UserWarnings are shown
+            show = warnings.showwarning
+
+            def ours_only(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, UserWarning) and "guim_features" in Path(filename).parts:
+                    show(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = ours_only
             yield
     finally:
         logging.disable(previous_disable)
         spark.JVM_LOG = previous_log
+        if previous_bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous_bar
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,19 +68,24 @@ def test_a_child_started_while_quiet_writes_to_the_log(tmp_path, capfd):
     assert log.read_text().splitlines() == [":: resolving dependencies ::", "WARN NativeCodeLoader"]
 
 
-def test_quiet_mode_drops_library_warnings_and_logs_but_not_ours(tmp_path, caplog):
+def test_quiet_mode_drops_library_warnings_and_logs_but_not_ours(tmp_path, recwarn, caplog):
     import logging
     import warnings
 
     from guim_features.cli import _quiet
 
-    with _quiet(str(tmp_path)), warnings.catch_warnings(record=True) as caught:
-        warnings.warn_explicit("Hint: Inferred schema ...", UserWarning, "mlflow/types/utils.py", 1,
+    with _quiet(str(tmp_path)):
+        warnings.warn_explicit("Hint: Inferred schema ...", UserWarning, "/site-packages/mlflow/types/utils.py", 1,
                                module="mlflow.types.utils")
-        warnings.warn_explicit("guim.yaml: embed.x is no longer used", UserWarning, "guim_features/config.py", 1,
-                               module="guim_features.config")
+        with warnings.catch_warnings():                    # as MLflow's filter_user_warnings_once does
+            warnings.simplefilter("once", category=UserWarning)
+            warnings.warn_explicit("Add type hints to the `predict` method", UserWarning,
+                                   "/site-packages/mlflow/pyfunc/utils/data_validation.py", 187,
+                                   module="mlflow.pyfunc.utils.data_validation")
+        warnings.warn_explicit("guim.yaml: embed.x is no longer used", UserWarning,
+                               "/src/guim_features/config.py", 1, module="guim_features.config")
         logging.getLogger("alembic.runtime.migration").warning("Context impl SQLiteImpl.")
-    assert [str(w.message) for w in caught] == ["guim.yaml: embed.x is no longer used"]
+    assert [str(w.message) for w in recwarn] == ["guim.yaml: embed.x is no longer used"]   # what is displayed
     assert "SQLiteImpl" not in caplog.text
     logging.getLogger("alembic.runtime.migration").warning("after the command")
     assert "after the command" in caplog.text                   # logging is back to normal
