@@ -17,7 +17,7 @@ Steps (local[2], one shared Spark session; workspaces under --root):
    the ``guim_features`` found in DIR (an older checkout) for comparison;
 5. **daily run**: on a fresh gold table, as of 2026-01-30 (every user), then as of 2026-01-31
    (only users with events on 2026-01-30): rows written and seconds of each.
-Aim: >= 5,000 user-snapshots/s on the 2-core machine.
+Aim: >= 5,000 user-snapshots/s on a 2-core laptop-class machine.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Approximate-nearest-neighbour index over item vectors, stamped with its model_version.
 
 Faiss ``IndexHNSWFlat`` with the inner-product metric (GUIM scores a user interest u_k and an
-item v by u_k . v). Search runs on ONE thread: on a 2-core shared machine several threads made
-a 4-query search ~50x slower (measured floors). The folder holds
+item v by u_k . v). Search runs on ONE thread: on a 2-core laptop-class machine shared with other jobs, several threads
+made a 4-query search ~50x slower (measured floors). The folder holds
 
 - ``index.faiss``  the HNSW graph and vectors,
 - ``vectors.npy``  the item vectors (N, d) float32, held in memory for exact re-scoring of candidates,

@@ -1,9 +1,11 @@
 """Configuration: one frozen dataclass per stage, loaded from ``guim.yaml`` in the workspace.
 
-Every field carries its help text in ``metadata["help"]``; that text is written as a comment
-into ``guim.yaml`` the first time a workspace is used. ``--set section.key=value`` overrides
-any field on any command; values are parsed as YAML and type-checked against the field, and
-an unknown section, key or a wrong type raises :class:`ConfigError` naming it.
+Every field carries its help text in ``metadata["help"]``; ``guim config`` prints it beside each
+key's effective value. ``guim.yaml`` holds only what the user set (a new workspace gets a header
+and no keys), so a workspace follows the package's defaults as they change. ``--set
+section.key=value`` overrides any field on any command; the value is read as the field's type (a
+string field takes the text as typed, anything else is parsed as YAML) and type-checked, and an
+unknown section, key or a wrong type raises :class:`ConfigError` naming it.
 """
 from __future__ import annotations
 
@@ -67,8 +69,12 @@ class IngestConfig:
     days: int = opt(30, "Synthetic: span of the behaviour log in days")
     seed: int = opt(42, "Synthetic: random seed (same seed, same data)")
     start_date: str = opt("2026-01-01", "Synthetic: first day of the behaviour log")
-    min_ts: str = opt("1990-01-01", "Events before this instant are quarantined as out of range")
+    min_ts: str = opt("1990-01-01", "Events before this instant are quarantined as out of range "
+                                    "(YYYY-MM-DD[ HH:MM:SS][+HH:MM]; without an offset, in ingest.timezone)")
     max_ts: str = opt("2100-01-01", "Events after this instant are quarantined as out of range")
+    timezone: str = opt("UTC", "Time zone of timestamps written without one: ingest.min_ts/max_ts and, with "
+                               "--source table, date-time strings and zone-less timestamp columns (e.g. "
+                               "Asia/Shanghai). Epoch numbers are instants and need none")
     behaviors: list = opt(["pv", "fav", "cart", "buy", "rate_1", "rate_2", "rate_3", "rate_4", "rate_5"],
                           "Known behaviours; anything else is quarantined. Order fixes their codes (1, 2, …)")
     mapping: dict = opt({"events": {}, "items": {}, "users": {}},
@@ -282,8 +288,30 @@ def _coerce(where: str, typ: Any, value: Any) -> Any:
     elif origin in (int, float, str, list, dict) and isinstance(value, origin) and not (
             origin is int and isinstance(value, bool)):
         return value
+    hint = f" (write it in quotes: '{value}')" if origin is str and isinstance(value, (int, float, bool)) else ""
     raise ConfigError(f"{where}: expected {getattr(origin, '__name__', origin)}, got "
-                      f"{type(value).__name__} {value!r}")
+                      f"{type(value).__name__} {value!r}{hint}")
+
+
+def _typed(typ: Any, raw: str) -> Any:
+    """The text of a ``--set`` value read as the declared type ``typ``: a string field takes the text
+    as typed (``demo.user=0123`` stays '0123', ``ingest.tag_separator=|`` stays '|'; quotes are
+    removed), anything else is read as YAML, and a float also takes what Python's float() reads
+    (YAML 1.1 reads ``1e-3`` as a string)."""
+    text = raw.strip()
+    origin = typing.get_origin(typ) or typ
+    if origin is str and not (len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""):
+        return text
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"value {raw!r} is not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if origin is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return "" if value is None else value
 
 
 # Keys older workspaces may still have in guim.yaml: ignored with a note instead of an error.
@@ -314,23 +342,17 @@ def _build(cls: type, where: str, values: dict) -> Any:
     return cls(**kwargs)
 
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
+def _parse_override(item: str) -> tuple[list[str], str]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) < 2:
         raise ConfigError(f"--set {item!r}: expected section.key=value (e.g. train.epochs=5)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
-    if value is None:
-        value = ""
-    return parts, value
+    return parts, raw
 
 
-def _apply_override(data: dict, parts: list[str], value: Any) -> None:
+def _apply_override(data: dict, parts: list[str], raw: str) -> None:
     section, key, rest = parts[0], parts[1], parts[2:]
     sections = _sections()
     if section not in sections:
@@ -338,9 +360,15 @@ def _apply_override(data: dict, parts: list[str], value: Any) -> None:
     fields = {f.name: f for f in dataclasses.fields(sections[section])}
     if key not in fields:
         raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(sorted(fields))})")
+    hint = typing.get_type_hints(sections[section])[key]
     sec = data.setdefault(section, {})
+    try:
+        # inside a mapping (ingest.mapping.events.user_id, spark.conf.*) a scalar is a column name or a
+        # Spark setting: a string, as typed
+        value = _typed(hint if not rest else (Any if _is_nested(raw) else str), raw)
+    except ConfigError as e:
+        raise ConfigError(f"--set {'.'.join(parts)}: {e}") from None
     if rest:  # dict-valued field, e.g. spark.conf.spark.executor.memory=8g
-        hint = typing.get_type_hints(sections[section])[key]
         if (typing.get_origin(hint) or hint) is not dict:
             raise ConfigError(f"{section}.{key} is not a mapping; cannot set {'.'.join(parts)}")
         current = sec.get(key)
@@ -358,25 +386,50 @@ def _apply_override(data: dict, parts: list[str], value: Any) -> None:
         sec[key] = value
 
 
-def _to_yaml(cfg: Config) -> str:
-    lines = ["# GUIM Features configuration. Every key is optional; delete one to get its default.",
-             "# Override any key on any command with --set section.key=value."]
+def _is_nested(raw: str) -> bool:
+    """Whether a --set value is written as a YAML mapping or list ({...} or [...])."""
+    return raw.strip()[:1] in ("{", "[")
+
+
+def render(cfg: Config, defaults: Config | None = None) -> str:
+    """``cfg`` as YAML, every key under its help as a comment; with ``defaults``, a key whose value
+    differs from it also shows the default."""
+    lines = []
     for f in dataclasses.fields(cfg):
         if f.name == "workspace":
             continue
-        sec = getattr(cfg, f.name)
+        sec, base = getattr(cfg, f.name), getattr(defaults, f.name, None)
         lines.append(f"\n{f.name}:")
         for sf in dataclasses.fields(sec):
-            lines.append(f"  # {sf.metadata.get('help', '')}")
-            dumped = yaml.safe_dump({sf.name: getattr(sec, sf.name)}, default_flow_style=True,
-                                    width=10_000, sort_keys=False).strip()
-            lines.append("  " + dumped[1:-1] if dumped.startswith("{") else "  " + dumped)
+            value, help_ = getattr(sec, sf.name), sf.metadata.get("help", "")
+            if base is not None and value != getattr(base, sf.name):
+                help_ += f" [changed; default: {_flow(getattr(base, sf.name))}]"
+            lines.append(f"  # {help_}")
+            lines.append(f"  {sf.name}: {_flow(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    """One value in YAML flow style, on one line."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+HEADER = """\
+# GUIM Features configuration of this workspace. Only the keys set here are used; every other key
+# takes the package's current default. `guim config` prints every key with its value and help;
+# `--set section.key=value` overrides any key for one command. For example:
+#
+# ingest:
+#   timezone: Asia/Shanghai
+# train:
+#   epochs: 20
+"""
 
 
 def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list[str] | tuple = (),
                 write_default: bool = True) -> Config:
-    """Read ``<workspace>/guim.yaml`` (writing the defaults on first use) and apply overrides."""
+    """Read ``<workspace>/guim.yaml`` (writing a header-only one on first use, with ``write_default``)
+    and apply overrides; keys set nowhere take the package defaults."""
     ws = Path(workspace)
     path = ws / CONFIG_FILE
     if path.exists():
@@ -390,11 +443,11 @@ def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list
         data = {}
         if write_default:
             ws.mkdir(parents=True, exist_ok=True)
-            path.write_text(_to_yaml(Config(workspace=str(ws))))
+            path.write_text(HEADER)
     data.pop("workspace", None)
     for item in overrides:
-        parts, value = _parse_override(item)
-        _apply_override(data, parts, value)
+        parts, raw = _parse_override(item)
+        _apply_override(data, parts, raw)
     cfg = _build(Config, "", {**data, "workspace": str(ws)})
     return cfg
 
@@ -402,3 +455,16 @@ def load_config(workspace: str | os.PathLike = "guim_workspace", overrides: list
 def replace(cfg: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` re-exported: configs are frozen, derive new ones."""
     return dataclasses.replace(cfg, **changes)
+
+
+def run(cfg: Config, args) -> int:
+    """CLI entry: ``guim config`` prints the effective configuration (defaults, guim.yaml, --set)."""
+    import sys
+
+    ws = Path(cfg.workspace)
+    if not (ws / CONFIG_FILE).is_file():
+        print(f"guim config: workspace {cfg.workspace} not found: package defaults and --set only", file=sys.stderr)
+    print(f"# Effective configuration of workspace {cfg.workspace}: package defaults, then {ws / CONFIG_FILE}, "
+          "then --set.", end="")
+    print(render(cfg, defaults=Config(workspace=cfg.workspace)), end="")
+    return 0

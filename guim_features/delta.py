@@ -9,13 +9,26 @@ def exists(spark, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def not_found(path: str, table: str | None):
+    """The GuimError for a missing table, naming the stage that writes it."""
+    from .errors import GuimError
+    hint = {"events": "guim ingest", "items": "guim ingest", "users": "guim ingest"}.get(
+        table or "", "guim sequences" if table in schemas.SILVER else "the previous stage")
+    return GuimError(f"Delta table {table or ''} not found at {path}; run `{hint}` first")
+
+
+def require(path: str, table: str) -> None:
+    """Raise :func:`not_found` for a local table that does not exist, without starting Spark
+    (a URI is checked when it is read)."""
+    from pathlib import Path
+    if "://" not in path and not (Path(path) / "_delta_log").is_dir():
+        raise not_found(path, table)
+
+
 def read(spark, path: str, table: str | None = None):
     """Read a Delta table; a missing one raises GuimError naming the stage that writes it."""
-    from .errors import GuimError
     if not exists(spark, path):
-        hint = {"events": "guim ingest", "items": "guim ingest", "users": "guim ingest"}.get(
-            table or "", "guim sequences" if table in schemas.SILVER else "the previous stage")
-        raise GuimError(f"Delta table {table or ''} not found at {path}; run `{hint}` first")
+        raise not_found(path, table)
     return spark.read.format("delta").load(path)
 
 

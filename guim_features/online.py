@@ -180,6 +180,26 @@ def _write_redis(store, view, keys, values, event_ts, progress) -> None:
         raise redis_error(cfg.online_store.connection_string, e) from None
 
 
+def check_reachable(cfg) -> None:
+    """Raise a clear GuimError when ``cfg.publish`` names a Redis online store that does not answer a
+    PING (a SQLite store is a file in the workspace: nothing to check)."""
+    if cfg.publish.online_store != "redis":
+        return
+    import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    conn = cfg.publish.redis
+    nodes, params = RedisOnlineStore._parse_connection_string(conn)     # Feast's own reading of it
+    if not nodes or not str(nodes[0].get("port", "")).isdigit():
+        raise GuimError(f"publish.redis={conn!r}: expected host:port[,db=N][,password=...]")
+    try:
+        redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), socket_connect_timeout=5,
+                    socket_timeout=5, **params).ping()
+    except Exception as e:
+        err = redis_error(conn, e)
+        raise (err if isinstance(err, GuimError) else GuimError(f"Redis online store at {conn}: {e}")) from None
+
+
 def redis_error(connection_string: str, e: Exception) -> Exception:
     """A plain message when Redis cannot be reached; other errors pass through unchanged."""
     import redis

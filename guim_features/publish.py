@@ -9,6 +9,10 @@ Delta tables); Feast apply; materialize the newest snapshot of that version into
 store (fast vectorised write, see online.py, or Feast's ``materialize``); build the
 HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
 model's MLflow run.
+
+A failed publish leaves the previous one serving: the online store is checked before anything is
+written, and the new ``feature_store.yaml`` and ``guim_model.json`` are staged beside the old ones
+and swapped in only after materialization succeeded.
 """
 from __future__ import annotations
 
@@ -227,9 +231,18 @@ def write_source(dataset, model_version: str, path: Path, columns) -> int:
     return n
 
 
+# The repository's configuration files; write_repo stages them as "<name>.new", commit_repo swaps them in.
+CONFIG_FILES = ("feature_store.yaml", "guim_model.json")
+
+
+def staged(repo: Path, name: str) -> Path:
+    return repo / f"{name}.new"
+
+
 def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[Path, dict]:
     """Write the Feast repo into the workspace and refresh its offline sources, which hold the history
-    of ``model_version`` only: a point-in-time join can never mix vectors of two models."""
+    of ``model_version`` only: a point-in-time join can never mix vectors of two models. The
+    configuration files are staged (see :func:`commit_repo`); ``feast_apply(repo, staged_config=True)`` reads them."""
     import yaml
 
     repo = repo_dir(cfg)
@@ -238,8 +251,8 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
         raise GuimError(f"Feast definitions not found at {TEMPLATE}/feature_definitions.py (install the project "
                         "from its source folder: pip install -e .)")
     shutil.copyfile(TEMPLATE / "feature_definitions.py", repo / "feature_definitions.py")
-    (repo / "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
-                                            + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
+    staged(repo, "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
+                                                  + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
     rows = {}
     if cfg.publish.offline_store == "spark":
         sources = {n: spark_query(cfg, n, k, model_version) for n in ("user_embeddings", "item_embeddings")}
@@ -252,21 +265,44 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
                                                item_columns)
     meta = {"K": k, "d": d, "model_version": model_version, "offline_store": cfg.publish.offline_store,
             "sources": sources}
-    (repo / "guim_model.json").write_text(json.dumps(meta, indent=1))
+    staged(repo, "guim_model.json").write_text(json.dumps(meta, indent=1))
     return repo, rows
 
 
-def feast_apply(repo: Path):
-    """Import the definitions file (fresh) and ``FeatureStore.apply`` its objects; returns the store."""
+def commit_repo(repo: Path) -> None:
+    """Swap the staged configuration files in (each an atomic rename)."""
+    for name in CONFIG_FILES:
+        staged(repo, name).replace(repo / name)
+
+
+def discard_staged(repo: Path) -> None:
+    for name in CONFIG_FILES:
+        staged(repo, name).unlink(missing_ok=True)
+
+
+def feast_apply(repo: Path, staged_config: bool = False):
+    """Import the definitions file (fresh) and ``FeatureStore.apply`` its objects; returns the store.
+    With ``staged_config`` the staged configuration files are used instead of the committed ones."""
     import importlib.util
+    import os
 
     from feast import Entity, FeatureService, FeatureStore, FeatureView
 
+    model_json = staged(repo, "guim_model.json") if staged_config else repo / "guim_model.json"
     spec = importlib.util.spec_from_file_location("guim_feature_definitions", repo / "feature_definitions.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    previous = os.environ.get("GUIM_MODEL_JSON")
+    os.environ["GUIM_MODEL_JSON"] = str(model_json)      # the definitions read K, d and sources from it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if previous is None:
+            os.environ.pop("GUIM_MODEL_JSON")
+        else:
+            os.environ["GUIM_MODEL_JSON"] = previous
     objects = [v for v in vars(module).values() if isinstance(v, (Entity, FeatureView, FeatureService))]
-    store = FeatureStore(repo_path=str(repo))
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=staged(repo, "feature_store.yaml") if staged_config
+                         else repo / "feature_store.yaml")
     store.apply(objects)
     return store
 
@@ -350,6 +386,7 @@ def run(cfg, args) -> int:
     from .ann import ItemIndex
 
     t0 = time.perf_counter()
+    online.check_reachable(cfg)            # before anything is written: a failed publish changes nothing
     if cfg.publish.offline_store == "spark":
         from .spark import get_spark
 
@@ -368,13 +405,15 @@ def run(cfg, args) -> int:
                             popular=popular_items(cfg, cfg.publish.popular))
     repo, history = write_repo(cfg, k, d, version, users_ds, items_ds)
     try:
-        store = feast_apply(repo)
+        store = feast_apply(repo, staged_config=True)
         with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
             counts = online.materialize(cfg, store, users, items, k, bar.update)
-    except Exception as e:
-        if cfg.publish.online_store != "redis":
+    except BaseException as e:
+        discard_staged(repo)
+        if cfg.publish.online_store != "redis" or not isinstance(e, Exception):
             raise
         raise online.redis_error(cfg.publish.redis, e) from None
+    commit_repo(repo)
     folder = index.save(ann_dir(cfg))
     run_id = log_to_mlflow(cfg, version, folder)
     rate = counts.get("user_rows_per_s")

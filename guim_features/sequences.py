@@ -1,6 +1,6 @@
 """``guim sequences``: bronze -> silver (item_index, vocab, feature_stats, item_features,
-user_sequences, labels_*). Issue 2, item 5; the Spark job ``spark_jobs/build_sequences.py``
-runs the same :func:`main`.
+user_sequences, labels_*). The Spark job ``spark_jobs/build_sequences.py`` runs the same
+:func:`main`.
 
 Extract (bronze Delta) -> pure transforms below (DataFrame in, DataFrame out, parameters as
 arguments; tested on hand-written frames) -> load (Delta MERGE / overwrite). Incremental: the
@@ -310,5 +310,8 @@ def main(cfg: Config, full: bool = False, spark=None, quiet: bool = False) -> di
 
 
 def run(cfg: Config, args) -> int:
+    from . import delta
+
+    delta.require(cfg.table("events"), "events")        # before Spark starts
     main(cfg, full=getattr(args, "full", False))
     return 0

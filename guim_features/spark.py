@@ -3,14 +3,46 @@
 ``get_spark(cfg)`` returns the active session if there is one (tests share a single session
 across the suite), else builds one from ``cfg.spark``: master, driver memory, the Delta SQL
 extension and catalog, the Delta jars from Maven (cached by Ivy after the first start), quiet
-logs and no UI unless asked.
+logs and no UI unless asked. :func:`stage_progress` shows the running Spark stages on one
+terminal line.
 """
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from .config import SparkConfig
+
+# Where the JVM's own output goes (Ivy's dependency report, log4j, the Python workers' stderr):
+# None = this process's stdout/stderr; the ``guim`` command line points it at a log file in the
+# workspace unless --verbose.
+JVM_LOG: str | None = None
+
+
+@contextmanager
+def _output_to(path: str | None):
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at ``path`` while the block
+    runs; a child process started inside it, the JVM, keeps writing there for its whole life."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def get_spark(cfg: SparkConfig | None = None):
@@ -47,9 +79,64 @@ def get_spark(cfg: SparkConfig | None = None):
         b = b.config("spark.jars.packages", cfg.delta_package)
     for k, v in cfg.conf.items():
         b = b.config(k, str(v))
-    spark = b.getOrCreate()
+    with _output_to(JVM_LOG):
+        spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
+
+
+def _stage_line(seen: dict) -> str:
+    """One line on the running Spark stages ('' when none runs or no SparkContext is active);
+    ``seen`` remembers when each stage was first seen, for its elapsed time."""
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    sc = getattr(getattr(context, "SparkContext", None), "_active_spark_context", None)
+    if sc is None:
+        return ""
+    tracker = sc.statusTracker()
+    stages = [i for i in map(tracker.getStageInfo, tracker.getActiveStageIds()) if i is not None]
+    if not stages:
+        return ""
+    now = time.monotonic()
+    first = min(seen.setdefault(i.stageId, now) for i in stages)
+    done, total = sum(i.numCompletedTasks for i in stages), sum(i.numTasks for i in stages)
+    name = stages[0].name.split(" at ")[0]
+    return (f"spark: stage {stages[0].stageId} ({name})" + (f" +{len(stages) - 1}" if len(stages) > 1 else "")
+            + f": {done}/{total} tasks, {now - first:.0f}s")
+
+
+@contextmanager
+def stage_progress(stream=None, every: float = 0.5):
+    """While the block runs, keep one status line on ``stream`` (default stderr) showing the running
+    Spark stages, their finished/total tasks and time; the line is cleared when no stage runs.
+    Only on a terminal: logs and captured output get nothing."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    stop, seen = threading.Event(), {}
+
+    def loop():
+        width = 0
+        while not stop.wait(every):
+            try:
+                line = _stage_line(seen)[:100]
+            except Exception:           # the context stopped between two calls: nothing to show
+                line = ""
+            if line or width:
+                stream.write("\r" + line.ljust(width) + ("" if line else "\r"))
+                stream.flush()
+                width = len(line)
+        if width:
+            stream.write("\r" + " " * width + "\r")
+            stream.flush()
+
+    thread = threading.Thread(target=loop, name="spark-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def ensure_sql_defaults(spark):

@@ -79,6 +79,27 @@ def test_table_source_maps_columns_and_splits_tags(spark, workspace):
     assert sorted(q.reason) == ["missing or unparseable user_id", "negative price"]
 
 
+def test_source_time_zone_reads_naive_times_and_bounds_as_wall_clock_there(spark, workspace):
+    """ingest.timezone=Asia/Shanghai (UTC+8): the window bounds and a date-time string without an
+    offset are Beijing time; epoch numbers and a string with an offset are instants already."""
+    (workspace / "ev.csv").write_text(
+        "user_id,item_id,behavior,ts\n"
+        "u1,i1,pv,1511542800\n"                    # 2017-11-24 17:00 UTC = 11-25 01:00 Beijing: inside
+        "u1,i2,pv,1512331200\n"                    # 2017-12-03 20:00 UTC = 12-04 04:00 Beijing: after max
+        "u2,i1,pv,2017-11-25 08:00:00\n"           # Beijing wall clock = 00:00 UTC
+        "u2,i2,pv,2017-11-25T08:00:00+00:00\n")    # an instant
+    cfg = load_config(workspace, ["ingest.timezone=Asia/Shanghai", "ingest.min_ts=2017-11-25",
+                                  "ingest.max_ts=2017-12-03 23:59:59"])
+    ingest(spark, cfg, *read_source(spark, cfg, args(source="table", events=str(workspace / "ev.csv"))), quiet=True)
+    ev = table(workspace, "events")
+    assert sorted(zip(ev.user_id, ev.item_id, ev.ts)) == [
+        ("u1", "i1", pd.Timestamp("2017-11-24 17:00", tz="UTC")),
+        ("u2", "i1", pd.Timestamp("2017-11-25 00:00", tz="UTC")),
+        ("u2", "i2", pd.Timestamp("2017-11-25 08:00", tz="UTC"))]
+    q = table(workspace, "quarantine")
+    assert list(q.reason) == ["timestamp out of range"] and "1512331200" in q.raw[0]
+
+
 def test_clear_errors_for_missing_file_missing_column_and_empty_input(spark, workspace, capsys):
     assert cli.main(["ingest", "--workspace", str(workspace), "--source", "taobao",
                      "--path", str(workspace / "nope.csv")]) == 2

@@ -104,6 +104,36 @@ def test_index_stamped_with_version(published):
     assert scores[0] == pytest.approx([1.0, 0.5])
 
 
+def _files(folder) -> dict:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_failed_redis_publish_changes_nothing(published, capsys):
+    """`guim publish` to a Redis nobody listens on stops with the address named, before writing
+    anything: the Feast repository and the item index stay byte-identical and recommend still answers
+    from the previous (SQLite) publish."""
+    import socket
+
+    from guim_features.cli import main
+    from guim_features.publish import ann_dir, repo_dir
+
+    cfg, _ = published
+    with socket.socket() as s:                  # a loopback port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    before = {"repo": _files(repo_dir(cfg)), "ann": _files(ann_dir(cfg))}
+    code = main(["publish", "--workspace", cfg.workspace, "--set", "publish.online_store=redis",
+                 "--set", f"publish.redis={dead}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"guim publish: error: Redis online store at {dead} is not reachable" in err
+    assert "Traceback" not in err
+    assert {"repo": _files(repo_dir(cfg)), "ann": _files(ann_dir(cfg))} == before
+    assert main(["recommend", "alice", "-k", "2", "--workspace", cfg.workspace]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[2:]] == ["axis3", "mix23"]    # alice's version-2 interest 0
+
+
 def test_feast_materialize_agrees_with_fast_path(tmp_path):
     """publish.materialize=feast (Feast's own path) stores the same values the fast path does."""
     from guim_features.config import load_config

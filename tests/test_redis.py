@@ -81,17 +81,28 @@ def test_spark_offline_point_in_time(prod):
     assert list(df["user_interests__weights"][2]) == [0.5, 0.5]
 
 
-def test_redis_down_says_so(prod):
+def test_redis_down_says_so(prod, tmp_path):
+    """Publishing to a Redis nobody answers on fails naming the address and leaves the published
+    repository serving; a Redis that goes away after publishing is named by recommend."""
     from guim_features import publish
     from guim_features.config import load_config
     from guim_features.errors import GuimError
+    from guim_features.online import redis_server
     from guim_features.recommend import recommend
 
     cfg, _ = prod
     dead = f"127.0.0.1:{_free_port()}"
     down = load_config(cfg.workspace, ["publish.online_store=redis", f"publish.redis={dead}",
                                        "publish.offline_store=file"])
+    before = (publish.repo_dir(cfg) / "feature_store.yaml").read_bytes()
     with pytest.raises(GuimError, match=f"Redis online store at {dead} is not reachable"):
         publish.run(down, argparse.Namespace(model_version=None))
-    with pytest.raises(GuimError, match=f"Redis online store at {dead} is not reachable"):
-        recommend(down, "alice", 3)
+    assert (publish.repo_dir(cfg) / "feature_store.yaml").read_bytes() == before
+    assert [i["item_id"] for i in recommend(cfg, "alice", 2).items] == ["axis3", "mix23"]
+
+    with redis_server() as gone:                     # published there, then stopped
+        other = load_config(tmp_path / "ws", ["publish.online_store=redis", f"publish.redis={gone}"])
+        write_gold(other, USERS_V2, ITEMS, "2", T2)
+        publish.run(other, argparse.Namespace(model_version=None))
+    with pytest.raises(GuimError, match=f"Redis online store at {gone} is not reachable"):
+        recommend(other, "alice", 3)

@@ -46,14 +46,18 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
     failed: dict = {}    # method -> reason
     task_skips: dict = {}
     seconds: dict = {}
+    # progress over (method, seed) runs, each scoring every task; the time left assumes the pace so far
+    total, done, start = sum(seeds if getattr(m, "seeded", True) else 1 for m in methods), 0, time.perf_counter()
     for m in methods:
-        for seed in range(seeds if getattr(m, "seeded", True) else 1):
+        n_seeds = seeds if getattr(m, "seeded", True) else 1
+        for seed in range(n_seeds):
             t0 = time.perf_counter()
             try:
                 emb = m.embed(data, seed)
             except Exception as e:  # a method that cannot run is reported, not fatal
                 failed[m.name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                 log(f"bench: method {m.name} skipped: {failed[m.name]}")
+                total -= n_seeds - seed
                 break
             fit = time.perf_counter() - t0
             scores, skipped = evaluate_tasks(data, emb, cfg.bench)
@@ -65,8 +69,11 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
             if partial:
                 Path(partial).parent.mkdir(parents=True, exist_ok=True)
                 Path(partial).write_text(json.dumps({"scores": runs, "fit_seconds": seconds}, indent=1))
-            log(f"bench: {m.name} seed {seed}: fit {fit:.1f}s, "
-                + ", ".join(f"{t}.{headline(load(t), s)}={s[headline(load(t), s)]:.4f}" for t, s in scores.items()))
+            done += 1
+            elapsed = time.perf_counter() - start
+            log(f"bench: [{done}/{total}] {m.name} seed {seed}: fit {fit:.1f}s, "
+                + ", ".join(f"{t}.{headline(load(t), s)}={s[headline(load(t), s)]:.4f}" for t, s in scores.items())
+                + f" | {_clock(elapsed)} elapsed, about {_clock(elapsed / done * (total - done))} left")
     headlines = {}
     for t in cfg.bench.tasks:
         metrics = next((runs[m][t] for m in runs if t in runs[m]), None)
@@ -78,6 +85,12 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
                                 for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()},
             "headline": headlines, "skipped_tasks": task_skips, "skipped_methods": failed,
             "fit_seconds": {m: float(np.mean(v)) for m, v in seconds.items()}}
+
+
+def _clock(seconds: float) -> str:
+    """12s, 4m05s, 1h02m."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def make_methods(cfg, model_uri: str | None = None) -> list:

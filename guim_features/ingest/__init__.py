@@ -14,10 +14,40 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..errors import GuimError
 
 EVENT_COLS = ["user_id", "item_id", "behavior", "ts"]
+
+
+def time_bounds(c) -> tuple[str, str]:
+    """``ingest.min_ts`` and ``ingest.max_ts`` as UTC instants in ISO form; a value written without an
+    offset is wall-clock time in ``ingest.timezone`` (e.g. Taobao UserBehavior's window, which is
+    in Beijing time). Raises ConfigError naming a bad key."""
+    import datetime as dt
+
+    zone = time_zone(c)
+    out = []
+    for key in ("min_ts", "max_ts"):
+        value = getattr(c, key)
+        try:
+            t = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(f"ingest.{key}={value!r}: expected YYYY-MM-DD[ HH:MM:SS][+HH:MM]") from None
+        t = t if t.tzinfo else t.replace(tzinfo=zone)
+        out.append(t.astimezone(dt.timezone.utc).isoformat(sep=" "))
+    return out[0], out[1]
+
+
+def time_zone(c):
+    """``ingest.timezone`` as a ZoneInfo, or a ConfigError naming it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(c.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"ingest.timezone={c.timezone!r}: not a known time zone (e.g. UTC, "
+                          "Asia/Shanghai, Europe/Berlin)") from None
 
 
 def _synthetic(spark, cfg: Config, users: int, items: int) -> dict:
@@ -49,11 +79,33 @@ def _synthetic(spark, cfg: Config, users: int, items: int) -> dict:
     return out
 
 
+def check_inputs(cfg: Config, args) -> str:
+    """Check what can be checked without Spark — the source name, its paths and formats, the time
+    bounds and zone — so a mistake is reported at once, not after Spark's start. Returns the source."""
+    from . import sources as S
+
+    time_bounds(cfg.ingest)
+    src = getattr(args, "source", None) or cfg.ingest.source
+    if src == "taobao":
+        S.need(args.path, "taobao")
+    elif src == "movielens":
+        S.movielens_layout(Path(S.need(args.path, "movielens")))
+    elif src == "table":
+        if not getattr(args, "events", None):
+            raise GuimError("--source table needs --events PATH (and optionally --items, --users)")
+        for table in ("events", "items", "users"):
+            if getattr(args, table, None):
+                S.table_format(S.need(getattr(args, table), f"--{table}"), table)
+    elif src != "synthetic":
+        raise GuimError(f"unknown source {src!r}; use synthetic, taobao, movielens or table")
+    return src
+
+
 def read_source(spark, cfg: Config, args) -> tuple[str, dict]:
     """(source label, {'events'|'items'|'users': candidate DataFrame or None})."""
     from . import sources as S
 
-    src = getattr(args, "source", None) or cfg.ingest.source
+    src = check_inputs(cfg, args)
     if src == "synthetic":
         users = getattr(args, "num_users", None) or cfg.ingest.users
         items = getattr(args, "num_items", None) or cfg.ingest.items
@@ -63,18 +115,16 @@ def read_source(spark, cfg: Config, args) -> tuple[str, dict]:
     if src == "movielens":
         return f"movielens:{Path(args.path).name if args.path else ''}", S.read_movielens(spark, args.path)
     if src == "table":
-        if not getattr(args, "events", None):
-            raise GuimError("--source table needs --events PATH (and optionally --items, --users)")
-        m, unit, sep = cfg.ingest.mapping, cfg.ingest.timestamp_unit, cfg.ingest.tag_separator
-        out = {"events": S.read_table(spark, args.events, m.get("events", {}), "events", EVENT_COLS, unit, sep)}
+        m, c = cfg.ingest.mapping, cfg.ingest
+        opts = (c.timestamp_unit, c.tag_separator, c.timezone)
+        out = {"events": S.read_table(spark, args.events, m.get("events", {}), "events", EVENT_COLS, *opts)}
         item_opt = ["category", "brand", "shop", "price", "year", "title", "tags", "image"]
         user_opt = ["age_bucket", "gender", "occupation", "purchase_power"]
         out["items"] = (S.read_table(spark, args.items, {**{k: k for k in item_opt}, **m.get("items", {})},
-                                     "items", ["item_id"], unit, sep) if args.items else None)
+                                     "items", ["item_id"], *opts) if args.items else None)
         out["users"] = (S.read_table(spark, args.users, {**{k: k for k in user_opt}, **m.get("users", {})},
-                                     "users", ["user_id"], unit, sep) if args.users else None)
+                                     "users", ["user_id"], *opts) if args.users else None)
         return f"table:{Path(args.events).name}", out
-    raise GuimError(f"unknown source {src!r}; use synthetic, taobao, movielens or table")
 
 
 def ingest(spark, cfg: Config, source: str, frames: dict, quiet: bool = False) -> dict:
@@ -88,8 +138,8 @@ def ingest(spark, cfg: Config, source: str, frames: dict, quiet: bool = False) -
 
     ensure_sql_defaults(spark)
 
-    checks = {"events": lambda d: S.with_event_id(S.validate_events(d, cfg.ingest.behaviors, cfg.ingest.min_ts,
-                                                                     cfg.ingest.max_ts)),
+    min_ts, max_ts = time_bounds(cfg.ingest)
+    checks = {"events": lambda d: S.with_event_id(S.validate_events(d, cfg.ingest.behaviors, min_ts, max_ts)),
               "items": S.validate_items, "users": S.validate_users}
     keys = {"events": ["event_id"], "items": ["item_id"], "users": ["user_id"]}
     report: dict = {"source": source, "tables": {}, "quarantined": {}}
@@ -130,6 +180,7 @@ def run(cfg: Config, args) -> int:
     from ..spark import get_spark
 
     t0 = time.time()
+    check_inputs(cfg, args)
     spark = get_spark(cfg.spark)
     source, frames = read_source(spark, cfg, args)
     ingest(spark, cfg, source, frames)

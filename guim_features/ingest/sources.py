@@ -123,16 +123,44 @@ def epoch_to_ts(col, unit: str = "s"):
 
 # -- readers ----------------------------------------------------------------------------------------
 
-def _need(path: str | os.PathLike, what: str) -> str:
+def need(path: str | os.PathLike, what: str) -> str:
+    """``path`` as a string, or a GuimError when it is not given, does not exist or is an empty file
+    (local paths; URIs are checked when read)."""
     if not path:
         raise GuimError(f"{what}: no path given")
-    if "://" not in str(path) and not Path(path).exists():
-        raise GuimError(f"{what}: file or folder not found: {path}")
+    if "://" not in str(path):
+        if not Path(path).exists():
+            raise GuimError(f"{what}: file or folder not found: {path}")
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise GuimError(f"{what}: input is empty: {path}")
     return str(path)
 
 
+def movielens_layout(root: Path) -> tuple[Path, str, str]:
+    """(ratings file, field separator, '100k' | '1m') of a MovieLens folder."""
+    if (root / "u.data").exists():
+        return root / "u.data", "\t", "100k"
+    if (root / "ratings.dat").exists():
+        return root / "ratings.dat", "::", "1m"
+    raise GuimError(f"movielens: {root} has neither u.data (ml-100k) nor ratings.dat (ml-1m)")
+
+
+def table_format(path: str, table: str) -> str:
+    """'csv' | 'tsv' | 'parquet' | 'delta' of a --source table input, from its name or folder."""
+    if path.endswith(".csv") or path.endswith(".csv.gz"):
+        return "csv"
+    if path.endswith(".tsv"):
+        return "tsv"
+    if Path(path).is_dir() and (Path(path) / "_delta_log").exists():
+        return "delta"
+    if path.endswith(".parquet") or Path(path).is_dir():
+        return "parquet"
+    raise GuimError(f"--{table} {path}: cannot tell the format; use a .csv, .tsv or .parquet file, "
+                    "a Parquet folder or a Delta table")
+
+
 def _lines(spark, path: str, what: str):
-    df = spark.read.text(_need(path, what))
+    df = spark.read.text(need(path, what))
     if df.limit(1).count() == 0:
         raise GuimError(f"{what}: input is empty: {path}")
     return df
@@ -171,13 +199,8 @@ def read_movielens(spark, path: str) -> dict:
     """MovieLens ml-100k (u.data/u.item/u.user) or ml-1m (ratings.dat/movies.dat/users.dat)."""
     import pandas as pd
     from pyspark.sql import functions as F
-    root = Path(_need(path, "movielens"))
-    if (root / "u.data").exists():
-        ev_file, sep, layout = root / "u.data", "\t", "100k"
-    elif (root / "ratings.dat").exists():
-        ev_file, sep, layout = root / "ratings.dat", "::", "1m"
-    else:
-        raise GuimError(f"movielens: {root} has neither u.data (ml-100k) nor ratings.dat (ml-1m)")
+    ev_file, sep, layout = movielens_layout(Path(need(path, "movielens")))
+    root = ev_file.parent
     lines = _lines(spark, str(ev_file), "movielens")
     p = F.split(F.col("value"), sep if sep == "\t" else "::")
     ok = F.size(p) == 4
@@ -231,19 +254,19 @@ def read_movielens(spark, path: str) -> dict:
 
 
 def read_table(spark, path: str, mapping: dict, table: str, required: list[str], ts_unit: str = "s",
-               tag_sep: str = "|"):
-    """Any CSV / Parquet / Delta table, columns renamed by ``mapping`` (ours -> theirs)."""
+               tag_sep: str = "|", tz: str = "UTC"):
+    """Any CSV / Parquet / Delta table, columns renamed by ``mapping`` (ours -> theirs). Timestamps
+    without a zone (date-time strings without an offset, TIMESTAMP_NTZ and date columns) are
+    wall-clock times in ``tz``; epoch numbers (in ``ts_unit``) and zoned values are instants."""
     from pyspark.sql import functions as F
-    p = _need(path, f"--{table}")
-    if path.endswith(".csv") or path.endswith(".csv.gz") or path.endswith(".tsv"):
-        df = spark.read.option("header", "true").option("sep", "\t" if ".tsv" in path else ",").csv(p)
-    elif path.endswith(".parquet") or (Path(p).is_dir() and not (Path(p) / "_delta_log").exists()):
+    p = need(path, f"--{table}")
+    kind = table_format(p, table)
+    if kind in ("csv", "tsv"):
+        df = spark.read.option("header", "true").option("sep", "\t" if kind == "tsv" else ",").csv(p)
+    elif kind == "parquet":
         df = spark.read.parquet(p)
-    elif Path(p).is_dir() and (Path(p) / "_delta_log").exists():
-        df = spark.read.format("delta").load(p)
     else:
-        raise GuimError(f"--{table} {path}: cannot tell the format; use a .csv, .tsv or .parquet file, "
-                        "a Parquet folder or a Delta table")
+        df = spark.read.format("delta").load(p)
     if df.limit(1).count() == 0:
         raise GuimError(f"--{table} {path}: input is empty")
     cols = {ours: mapping.get(ours, ours) for ours in required}
@@ -260,10 +283,16 @@ def read_table(spark, path: str, mapping: dict, table: str, required: list[str],
             out = out.withColumn(c, F.col(c).try_cast("string"))
     if "ts" in out.columns:
         t = dict(df.dtypes)[cols["ts"]]
-        if t.startswith("timestamp") or t == "date":
+        if t in ("timestamp_ntz", "date"):     # read as UTC by the session, then moved from tz to UTC
+            out = out.withColumn("ts", F.to_utc_timestamp(F.col("ts").cast("timestamp"), tz))
+        elif t == "timestamp":
             out = out.withColumn("ts", F.col("ts").cast("timestamp"))
         elif t == "string":
-            out = out.withColumn("ts", F.coalesce(epoch_to_ts(F.col("ts"), ts_unit), F.try_to_timestamp(F.col("ts"))))
+            text = F.trim(F.col("ts"))
+            parsed = F.try_to_timestamp(text)
+            zoned = text.rlike(r"(?i)\d:\d\d(:\d\d(\.\d+)?)?\s*(z|utc|gmt|[+-]\d\d(:?\d\d)?)$")
+            out = out.withColumn("ts", F.coalesce(epoch_to_ts(F.col("ts"), ts_unit),
+                                                  F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, tz))))
         else:
             out = out.withColumn("ts", epoch_to_ts(F.col("ts"), ts_unit))
     if "tags" in out.columns and dict(out.dtypes)["tags"] == "string":
