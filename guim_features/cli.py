@@ -53,6 +53,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "bench":
         p.add_argument("--model-uri", dest="model_uri", help="default models:/guim@challenger")
         p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds, report mean and spread")
+        p.add_argument("--keep-going", action="store_true", dest="keep_going",
+                       help="exit 0 even if a method fails (the report still names it and the reason)")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 
