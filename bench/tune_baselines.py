@@ -1,12 +1,17 @@
-"""Choose item2vec and ALS settings on the VALID split (never the test split); prints Markdown.
+"""Choose item2vec, ALS and SASRec settings on the VALID split (never the test split); prints Markdown.
 
     python bench/tune_baselines.py --workspace /tmp/ml100k        # after `guim ingest` + `guim sequences`
+    python bench/tune_baselines.py --workspace /tmp/ml100k --methods sasrec
 
 Each setting is fitted on the train part and scored by next_item Recall@20 on
 ``BenchData.valid_view()`` (users represented from their train events, targets = their valid
-events). The best row of each grid is what `guim bench` should use for that data set
-(``--set bench.item2vec_window=...`` etc.; the defaults in guim_features/config.py are the
-ML-100K choices).
+events). SASRec early-stops on the valid split itself (as GUIM's trainer does), so its score is
+its best epoch's valid Recall@20 (``SASRec.best_valid``), with its epoch cap and patience as
+GUIM's (train.epochs, bench.sasrec_patience = train.patience). Its grid, 8 settings on one seed
+(lr 1e-3/2e-3 x dropout 0.2/0.5 x 1/2 blocks), is the budget GUIM's own settings were chosen
+with (7 runs on one seed, guim_features/bench/README.md). The best row of each grid is what
+`guim bench` should use for that data set (``--set bench.item2vec_window=...`` etc.; the defaults
+in guim_features/config.py are the ML-100K choices).
 """
 from __future__ import annotations
 
@@ -55,6 +60,19 @@ def tune_als(cfg, view, seed: int) -> list:
     return rows
 
 
+def tune_sasrec(cfg, data, seed: int) -> list:
+    from guim_features.bench.baselines.sasrec import SASRec
+
+    rows = []
+    for lr, dropout, layers in itertools.product((1e-3, 2e-3), (0.2, 0.5), (1, 2)):
+        t = time.perf_counter()
+        m = SASRec(_with(cfg, sasrec_lr=lr, sasrec_dropout=dropout, sasrec_layers=layers))
+        m.embed(data, seed)
+        rows.append(({"sasrec_lr": lr, "sasrec_dropout": dropout, "sasrec_layers": layers, "epochs": m.epochs_run},
+                     m.best_valid, time.perf_counter() - t))
+    return rows
+
+
 def main() -> None:
     from guim_features.bench.data import BenchData
     from guim_features.config import load_config
@@ -63,18 +81,27 @@ def main() -> None:
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--methods", default="item2vec,als")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override, e.g. bench.threads=1")
     args = ap.parse_args()
-    cfg = load_config(args.workspace)
-    view = BenchData.load(cfg).valid_view()
+    cfg = load_config(args.workspace, args.overrides)
+    import torch
+
+    torch.set_num_threads(cfg.bench.threads)
+    data = BenchData.load(cfg)
+    view = data.valid_view()
     for name in args.methods.split(","):
-        rows = {"item2vec": tune_item2vec, "als": tune_als}[name](cfg, view, args.seed)
+        if name == "sasrec":
+            rows = tune_sasrec(cfg, data, args.seed)   # fits on the train part, early-stops on valid
+        else:
+            rows = {"item2vec": tune_item2vec, "als": tune_als}[name](cfg, view, args.seed)
         best = max(rows, key=lambda r: r[1])
         print(f"\n### {name} (valid Recall@20, {view.n_users} users)\n")
         print("| settings | valid Recall@20 | fit s |\n| --- | ---: | ---: |")
         for s, r, sec in rows:
             mark = "**" if s is best[0] else ""
             print(f"| {mark}{', '.join(f'{k}={v}' for k, v in s.items())}{mark} | {r:.4f} | {sec:.0f} |")
-        print(f"\nbest: " + " ".join(f"--set bench.{k}={v}" for k, v in best[0].items()), flush=True)
+        print(f"\nbest: " + " ".join(f"--set bench.{k}={v}" for k, v in best[0].items() if k != "epochs"),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true",
                        help="a quick check, not logged to MLflow: " + ", ".join(QUICK_BENCH[:2])
                        + ", one seed (--set still wins)")
+        p.add_argument("--keep-going", action="store_true", dest="keep_going",
+                       help="exit 0 even if a method fails (the report still names it and the reason)")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 

@@ -141,6 +141,8 @@ class TrainConfig:
     max_len: int = opt(50, "Behaviours the encoder sees; longer training histories are cut into windows")
     id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
+    item_fields: list = opt(["category", "brand", "shop", "price", "year", "title", "tags", "image"],
+                            "Content fields the item tower reads ([] = content-blind: id embedding only)")
     interest_residual: bool = opt(False, "Add the last position's state to every interest (on: each interest = the "
                                          "sequence state + its own read-out, and the K interests collapse into one)")
     diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
@@ -196,7 +198,11 @@ class BenchConfig:
     methods: list = opt(["random", "popularity", "item2vec", "als", "sasrec", "guim_k1", "guim_k4", "model"],
                         "Methods compared by `guim bench` (model = the registered --model-uri)")
     tasks: list = opt(["next_item", "interest_coverage", "user_profile", "item_category", "similar_items",
-                       "purchase_propensity", "category_propensity", "item_demand"], "Downstream tasks to run")
+                       "purchase_propensity", "category_propensity", "item_demand", "multi_interest_retrieval"],
+                      "Downstream tasks to run")
+    content_blind: bool = opt(True, "Score GUIM with a content-blind item tower (train.item_fields=[]) on tasks "
+                                    "whose labels are item content; its content-aware scores are reported apart")
+    holdout_users: float = opt(0.1, "multi_interest_retrieval: share of users held out of every method's fit")
     model_uri: str = opt("models:/guim@challenger", "Registered model benchmarked as method 'model'")
     dim: int = opt(64, "Vector size of the baselines (random, item2vec, SASRec)")
     item_scope: str = opt("warm", "Items in item tasks: warm (seen in the train part) | all")
@@ -214,13 +220,13 @@ class BenchConfig:
     als_reg: float = opt(0.05, "ALS: regParam (scaled by the user's item count, as Spark does)")
     als_alpha: float = opt(1.0, "ALS: implicit confidence alpha (chosen on valid, bench/tune_baselines.py)")
     als_iters: int = opt(10, "ALS: iterations")
-    sasrec_max_len: int = opt(50, "SASRec: sequence length")
+    sasrec_max_len: int = opt(0, "SASRec: sequence length (0 = train.max_len: GUIM's training windows)")
     sasrec_layers: int = opt(2, "SASRec: Transformer layers")
     sasrec_heads: int = opt(2, "SASRec: attention heads")
     sasrec_dropout: float = opt(0.3, "SASRec: dropout")
     sasrec_lr: float = opt(0.002, "SASRec: AdamW learning rate (as train.lr)")
     sasrec_batch: int = opt(128, "SASRec: sequences per batch")
-    sasrec_epochs: int = opt(100, "SASRec: maximum epochs (early stopping on valid Recall@20)")
+    sasrec_epochs: int = opt(0, "SASRec: maximum epochs, early stopping on valid Recall@20 (0 = train.epochs)")
     sasrec_patience: int = opt(10, "SASRec: epochs without valid improvement before stopping (as train.patience)")
     threads: int = opt(2, "torch CPU threads in the bench run")
     log_mlflow: bool = opt(True, "Log the report to MLflow (experiment guim-bench) and tag the model version")

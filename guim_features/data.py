@@ -120,17 +120,21 @@ class ItemBank:
                 "gap_buckets": self.gap_buckets}
 
 
-def _user_rows(dt, columns, batch_rows: int = 1024) -> Iterator[dict]:
-    """Stream user_sequences rows as dicts of numpy arrays, reading one Parquet batch at a time."""
+def _user_rows(dt, columns, batch_rows: int = 1024, skip_users: frozenset = frozenset()) -> Iterator[dict]:
+    """Stream user_sequences rows as dicts of numpy arrays, reading one Parquet batch at a time;
+    users whose user_id is in ``skip_users`` are left out (a user-holdout evaluation)."""
     ds = dt.to_pyarrow_dataset()
-    for rb in ds.to_batches(columns=columns, batch_size=batch_rows):
+    read = list(columns) + (["user_id"] if skip_users else [])
+    for rb in ds.to_batches(columns=read, batch_size=batch_rows):
         cols = {}
         for c in columns:
             arr = rb.column(c)
             offs, vals = arr.offsets.to_numpy(), arr.values.to_numpy(zero_copy_only=False)
             cols[c] = (offs, vals)
+        ids = rb.column("user_id").to_pylist() if skip_users else None
         for i in range(rb.num_rows):
-            yield {c: v[o[i]:o[i + 1]] for c, (o, v) in cols.items()}
+            if ids is None or ids[i] not in skip_users:
+                yield {c: v[o[i]:o[i + 1]] for c, (o, v) in cols.items()}
 
 
 SEQ_COLUMNS = ["item_idx", "behavior", "gaps", "split"]
@@ -160,9 +164,12 @@ def _windows(row: dict, L: int, mode: str) -> list:
     return out
 
 
-def count_windows(cfg, L: int, mode: str, rank: int = 0, world: int = 1) -> int:
+def count_windows(cfg, L: int, mode: str, rank: int = 0, world: int = 1, skip_users: frozenset = frozenset()) -> int:
     """Number of training windows (this rank's share) without reading the sequences themselves."""
-    n = delta_table(cfg, "user_sequences").to_pyarrow_table(columns=["n_train"]).column("n_train").to_numpy()
+    t = delta_table(cfg, "user_sequences").to_pyarrow_table(columns=["n_train"] + (["user_id"] if skip_users else []))
+    n = t.column("n_train").to_numpy()
+    if skip_users:
+        n = n[~np.isin(np.asarray(t.column("user_id").to_pylist(), dtype=object), list(skip_users))]
     n = n[rank::world]
     per = np.where(n >= 2, 1 if mode == "last" else np.ceil((n - 1) / L), 0)
     return int(per.sum())
@@ -173,12 +180,13 @@ class TrainStream:
     for one epoch at a time."""
 
     def __init__(self, cfg, L: int, batch_size: int, seed: int, mode: str = "all", buffer: int = 20000,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, skip_users: frozenset = frozenset()):
         if mode not in ("all", "last"):
             raise GuimError(f"train.windows={mode!r} is not one of all, last")
         self.dt = delta_table(cfg, "user_sequences")
         self.L, self.bs, self.seed, self.mode = L, batch_size, seed, mode
         self.buffer, self.rank, self.world, self.epoch = max(buffer, batch_size), rank, world, 0
+        self.skip_users = frozenset(skip_users)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -199,7 +207,7 @@ class TrainStream:
     def __iter__(self) -> Iterator[dict]:
         rng = np.random.default_rng([self.seed, self.epoch])
         buf: list = []
-        for i, row in enumerate(_user_rows(self.dt, SEQ_COLUMNS)):
+        for i, row in enumerate(_user_rows(self.dt, SEQ_COLUMNS, skip_users=self.skip_users)):
             if i % self.world != self.rank:
                 continue
             buf.extend(_windows(row, self.L, self.mode))
@@ -214,16 +222,17 @@ class TrainStream:
                 "gaps": left_pad([w[2] for w in wins], W)}
 
 
-def item_counts(cfg, n_items: int) -> np.ndarray:
+def item_counts(cfg, n_items: int, skip_users: frozenset = frozenset()) -> np.ndarray:
     """How often each item_idx occurs in the training parts (popularity; the sampler's log-Q)."""
     counts = np.zeros(n_items, dtype=np.float64)
-    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"]):
+    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
         it = row["item_idx"][row["split"] == TRAIN]
         np.add.at(counts, it[it < n_items], 1)
     return counts
 
 
-def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0) -> Iterator[dict]:
+def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0,
+                 skip_users: frozenset = frozenset()) -> Iterator[dict]:
     """Full-ranking evaluation batches: inputs (B, W <= L) left-padded, target (B,), seen (list of arrays).
 
     valid: input = TRAIN part, target = first VALID event; test: input = TRAIN + VALID parts,
@@ -241,7 +250,7 @@ def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, s
             keep_row = np.zeros(n, dtype=bool)
             keep_row[np.random.default_rng(seed).choice(n, max_users, replace=False)] = True
     rows: list = []
-    for i, row in enumerate(_user_rows(dt, SEQ_COLUMNS)):
+    for i, row in enumerate(_user_rows(dt, SEQ_COLUMNS, skip_users=skip_users)):
         if keep_row is not None and not keep_row[i]:
             continue
         sp = row["split"]

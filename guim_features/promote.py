@@ -75,7 +75,7 @@ def version_scores(cfg, client, mv, data) -> dict:
             return scores
     print(f"promote: scoring {mv.name} version {mv.version} on the bench tasks", file=sys.stderr)
     emb = GuimModel(cfg, f"models:/{mv.name}/{mv.version}").embed(data, 0)
-    results, _ = evaluate_tasks(data, emb, cfg.bench)
+    results, _ = evaluate_tasks(data, emb, cfg.bench, content_aware=True)   # as `guim bench` names them
     tag_version(client, mv, {t: {k: {"mean": v} for k, v in ms.items()} for t, ms in results.items()},
                 data.fingerprint)
     return {f"{t}.{k}": v for t, ms in results.items() for k, v in ms.items()}

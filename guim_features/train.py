@@ -62,7 +62,8 @@ def _device(tc):
     return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0) -> dict:
+def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
+             skip_users: frozenset = frozenset()) -> dict:
     """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
     against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation)."""
     import torch
@@ -73,7 +74,7 @@ def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users:
     tot: dict = {}
     with torch.no_grad():
         cat = model.catalogue()                                              # (V - 3, d)
-        for b in eval_batches(cfg, which, L, batch_size, max_users, seed):
+        for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
             t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
             interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
@@ -111,9 +112,10 @@ def optimizers(model, tc) -> list:
 
 def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, mlflow_log: bool = True,
                 register: bool = True, progress: bool = True, resume: bool = False,
-                on_epoch_end=None) -> TrainResult:
+                on_epoch_end=None, exclude_users: frozenset = frozenset()) -> TrainResult:
     """Train on ``cfg``'s silver tables; see the module docstring. ``on_epoch_end(epoch, record)`` is
-    called after each epoch's checkpoint (tests use it to simulate a crash)."""
+    called after each epoch's checkpoint (tests use it to simulate a crash). ``exclude_users``:
+    user_ids whose sequences are neither trained on nor validated on (a user-holdout benchmark)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -148,11 +150,12 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     bank = ItemBank(cfg)
     model = GUIM(model_args(tc, bank.sizes()))
     model.tower.set_bank(bank.arrays())
-    model.set_popularity(item_counts(cfg, bank.n_items) + 1.0)
+    skip = frozenset(exclude_users)
+    model.set_popularity(item_counts(cfg, bank.n_items, skip) + 1.0)
     torch.manual_seed(tc.seed)   # same initial weights on every rank (DDP also broadcasts them)
     model.to(device)
-    stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world)
-    steps = math.ceil(count_windows(cfg, tc.max_len, tc.windows, rank, world) / tc.batch_size)
+    stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world, skip)
+    steps = math.ceil(count_windows(cfg, tc.max_len, tc.windows, rank, world, skip) / tc.batch_size)
     if ddp:
         t = torch.tensor([steps], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)   # every rank must take the same number of steps
@@ -220,7 +223,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         secs = time.time() - t0
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs,
-               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed)}
+               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed,
+                          skip)}
         history.append(rec)
         if rec["valid_ndcg@20"] > best:
             best, bad = rec["valid_ndcg@20"], 0
@@ -244,9 +248,10 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             break
     model.load_state_dict(best_state)
     full_valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
-                  if not tc.valid_users else evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device))
+                  if not tc.valid_users else evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device,
+                                                      skip_users=skip))
     metrics = {**full_valid,
-               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device),
+               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, skip_users=skip),
                "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
     meta = {"train_config": dataclasses.asdict(tc), "table_versions": versions, "metrics": metrics}

@@ -207,3 +207,236 @@ def test_unknown_method_or_task_is_a_clear_error():
     cfg = load_config("unused", ["bench.tasks=[next_item,churn]"], write_default=False)
     with pytest.raises(GuimError, match="unknown bench task 'churn'"):
         run_suite(cfg, tiny(), [], seeds=1)
+
+
+# -- spread, intervals and the report's marks ------------------------------------------------
+def test_spread_is_the_sample_std_and_the_95_t_interval():
+    s = M.spread([1.0, 2.0, 3.0])
+    # sd = sqrt(((1-2)^2 + 0 + (3-2)^2) / (3 - 1)) = 1; t(0.975, 2 df) = 4.302653 -> half-width 4.302653 / sqrt(3)
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0)
+    assert s["ci95"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert M.spread([0.5])["std"] == 0.0 and M.spread([0.5])["ci95"] == 0.0
+    a = {"mean": 2.0, "ci95": 2.48}                                  # [-0.48, 4.48]
+    assert not M.level(a, {"mean": 5.0, "ci95": 0.1})                 # [4.9, 5.1]: apart, 5 beats 2
+    assert M.level(a, {"mean": 4.4, "ci95": 0.1}) and M.level({"mean": 4.4, "ci95": 0.1}, a)
+
+
+def test_report_bolds_the_best_and_marks_the_level_ones():
+    from guim_features.bench.report import markdown
+
+    cell = lambda *v: M.spread(list(v))  # noqa: E731
+    report = {"methods": ["a", "b", "c"], "seeds": 3, "tasks": ["next_item"], "headline": {"next_item": "recall@20"},
+              "skipped_tasks": {}, "failed_methods": {}, "fit_seconds": {},
+              "results": {"a": {"next_item": {"recall@20": cell(0.30, 0.31, 0.32), "repeat_target_users": cell(4)}},
+                          "b": {"next_item": {"recall@20": cell(0.28, 0.30, 0.32), "repeat_target_users": cell(4)}},
+                          "c": {"next_item": {"recall@20": cell(0.10, 0.11, 0.12), "repeat_target_users": cell(4)}}}}
+    row = next(x for x in markdown(report).splitlines() if "recall@20 *" in x).split("|")[3:6]
+    assert row[0].strip().startswith("**0.3100 ± 0.0248 (sd 0.0100)**")      # a: t(.975, 2) * .01 / sqrt 3
+    assert row[1].strip().endswith("≈")                                       # b overlaps a: level
+    assert "**" not in row[2] and "≈" not in row[2]                            # c: beaten
+    facts = next(x for x in markdown(report).splitlines() if "repeat_target_users" in x)
+    assert "**" not in facts and "≈" not in facts                              # same for every method
+
+
+# -- next_item: a repeated target is a miss ---------------------------------------------------
+def test_next_item_counts_a_repeated_target_as_a_miss():
+    d0 = tiny()
+    seqs = pd.DataFrame({"user_id": ["u1", "u2"], "item_idx": [[3, 4, 6, 5], [7, 4, 7]],
+                         "behavior": [[9, 9, 9, 9], [7, 7, 6]], "gaps": [[0, 1, 1, 1], [0, 1, 1]],
+                         "split": [[0, 0, 1, 2], [0, 1, 2]]})
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(3, 9)], "item_idx": list(range(3, 9))})
+    d = BenchData.from_frames(items, seqs, d0.labels_users, d0.labels_items, d0.labels_future, BEHAVIORS)
+    r = next_item.evaluate(d, tiny_embeddings(), CFG)
+    # u1 hits its target 5 at rank 1; u2's target 7 is its own earlier item: unrankable, a miss, still counted
+    assert r["recall@10"] == 0.5 and r["hit_rate@50"] == 0.5 and r["ndcg@10"] == 0.5
+    assert r["repeat_target_users"] == 1
+
+
+# -- multi_interest_retrieval --------------------------------------------------------------------
+def two_interest_data(n_users=10):
+    """Items 3..22 along x (A, scores 1 - .001 j), 23..42 along y (B), 43..102 on the diagonal at
+    (.72, .72). Every user: 8 diagonal items, then A's best (3) and B's best (23)."""
+    idx = np.arange(3, 103)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in idx], "item_idx": idx})
+    seq = [43, 44, 45, 46, 47, 48, 49, 50, 3, 23]
+    seqs = pd.DataFrame({"user_id": [f"u{u}" for u in range(n_users)], "item_idx": [seq] * n_users,
+                         "behavior": [[1] * 10] * n_users, "gaps": [[0] * 10] * n_users,
+                         "split": [[0] * 8 + [1, 2]] * n_users})
+    none = pd.DataFrame({"user_id": [], "item_idx": [], "item_id": [], "behavior": [], "split": []})
+    labels_items = pd.DataFrame({"item_id": items.item_id, "item_idx": idx, "category": None, "tags": [[]] * 100})
+    d = BenchData.from_frames(items, seqs, pd.DataFrame({"user_id": seqs.user_id}), labels_items, none, BEHAVIORS)
+    vecs = np.zeros((103, 2))
+    vecs[3:23, 0] = 1 - 0.001 * np.arange(20)
+    vecs[23:43, 1] = 1 - 0.001 * np.arange(20)
+    vecs[43:103] = 0.72
+    return d, vecs
+
+
+def test_user_holdout_view_takes_held_out_users_out_of_fitting():
+    d, _ = two_interest_data()
+    v = d.user_holdout_view(0.2, input_share=0.8)
+    held = v.holdout_rows
+    assert len(held) == 2 and sorted(v.holdout) == sorted(d.user_ids[held])
+    for u in range(d.n_users):
+        if u in held:     # no train part; the first 8 events are the input, the last 2 the targets
+            assert len(v.train_items(u)) == 0
+            assert v.test_input(u).tolist() == [43, 44, 45, 46, 47, 48, 49, 50]
+            assert v.test_targets(u).tolist() == [3, 23]
+        else:
+            assert v.train_items(u).tolist() == d.train_items(u).tolist()
+    assert d.user_holdout_view(0.2).holdout == v.holdout          # the same users every time
+
+
+def test_multi_interest_retrieval_merges_each_interests_own_list():
+    from guim_features.bench.tasks import Skip, multi_interest_retrieval as mir
+
+    d, vecs = two_interest_data()
+    v = d.user_holdout_view(0.2)
+    two = Embeddings(vecs, np.tile([[1.0, 0.0], [0.0, 1.0]], (d.n_users, 1, 1)))      # orthogonal interests
+    # interest x ranks A first (~1.0 > diagonal .72), interest y ranks B first: merged, 3 and 23 lead
+    assert mir.evaluate(v, two, CFG) == {"recall@20": 1.0, "recall@50": 1.0, "hit_rate@50": 1.0}
+    avg = Embeddings(vecs, np.full((d.n_users, 1, 2), 0.5 ** 0.5))                   # the averaged vector
+    # diagonal items score 1.02 > A/B's .71: the top 50 is all diagonal, both targets missed
+    assert mir.evaluate(v, avg, CFG)["recall@50"] == 0.0
+    one = Embeddings(vecs, np.tile([[1.0, 0.0]], (d.n_users, 1, 1)))                  # one interest only
+    assert mir.evaluate(v, one, CFG) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
+    with pytest.raises(Skip, match="held-out"):
+        mir.evaluate(d, two, CFG)                                  # fitted on every user: not scored
+
+
+# -- the suite: content-blind refits, task views, failures ----------------------------------------
+def angles(degrees: dict) -> np.ndarray:
+    items = np.zeros((9, 2))
+    for i, deg in degrees.items():
+        items[i] = (math.cos(math.radians(deg)), math.sin(math.radians(deg)))
+    return items
+
+
+class ReadsContent:
+    """A fake method whose item vectors read content: the blind variant lays items out otherwise."""
+
+    name, seeded, reads_content, refits = "fake", True, True, True
+
+    def __init__(self, blind=False):
+        self.blind, self.fitted_on = blind, []
+
+    def content_blind(self):
+        return ReadsContent(blind=True)
+
+    def embed(self, data, seed):
+        self.fitted_on.append(data)
+        if self.blind:   # categories A (3, 4, 5) and B (6, 7, 8) apart: every neighbour shares the category
+            return Embeddings(angles({3: 0, 4: 1, 5: 2, 6: 90, 7: 91, 8: 92}), np.zeros((data.n_users, 1, 2)))
+        return Embeddings(angles({3: 0, 4: 10, 5: 100, 6: 90, 7: 75, 8: 170}), np.zeros((data.n_users, 1, 2)))
+
+
+class Fixed(ReadsContent):
+    name, seeded, refits = "fixed", False, False
+
+    def content_blind(self):
+        return None
+
+
+def test_suite_scores_content_readers_blind_and_refits_task_views():
+    from guim_features.bench import run_suite
+    from guim_features.config import load_config
+
+    cfg = load_config("unused", ["bench.tasks=[similar_items,multi_interest_retrieval]", "bench.item_scope=all",
+                                 "bench.neighbours=2", "bench.holdout_users=0.5"], write_default=False)
+    fake = ReadsContent()
+    rep = run_suite(cfg, tiny(), [fake, Fixed()], seeds=2, log=lambda s: None)
+    sim = rep["results"]["fake"]["similar_items"]
+    assert sim["precision@2"]["mean"] == 1.0                          # the content-blind refit
+    assert sim["precision@2_content_aware"]["mean"] == pytest.approx(2.5 / 6)   # as in the test above
+    assert len(sim["precision@2"]["values"]) == 2
+    assert rep["headline"]["similar_items"] == "precision@2"
+    # the holdout task refitted the method on a view where the held-out user has no train part
+    views = [v for v in fake.fitted_on if v.holdout]
+    assert len(views) == 2 and all(len(v.train_items(v.holdout_rows[0])) == 0 for v in views)
+    assert "multi_interest_retrieval" in rep["results"]["fake"]
+    # a fixed model cannot be blinded or refitted: content-aware names only, the holdout task skipped
+    assert set(rep["results"]["fixed"]["similar_items"]) == {"precision@2_content_aware"}
+    assert "multi_interest_retrieval" not in rep["results"]["fixed"]
+    assert "fixed model" in rep["skipped_tasks"]["multi_interest_retrieval"]
+
+
+class Boom:
+    name, seeded, reads_content, refits = "boom", True, False, True
+
+    def __init__(self, cfg):
+        pass
+
+    def embed(self, data, seed):
+        raise RuntimeError("out of disk on purpose")
+
+
+@pytest.mark.parametrize("keep_going, code", [(False, 1), (True, 0)])
+def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypatch, keep_going, code):
+    from guim_features.bench import baselines
+    from guim_features.bench.baselines.simple import Popularity
+    from guim_features.cli import main
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    monkeypatch.setattr(baselines, "methods_by_name", lambda: {"popularity": Popularity, "boom": Boom})
+    args = ["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[popularity,boom]",
+            "--set", "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false"]
+    assert main(args + (["--keep-going"] if keep_going else [])) == code
+    md = next((tmp_path / "reports").glob("bench-*/bench.md")).read_text()
+    assert "method `boom` FAILED: RuntimeError: out of disk on purpose" in md
+    assert "| next_item | recall@20 * | 1.0000 |" in md                 # the other method still reported
+
+
+# -- SASRec: padding never changes a result; trained on GUIM's windows ---------------------------
+def test_sasrec_last_state_does_not_depend_on_left_padding():
+    import torch
+
+    from guim_features.bench.baselines.sasrec import _build
+    from guim_features.data import left_pad
+
+    torch.manual_seed(0)
+    net = _build(n_items=20, d=16, max_len=40, layers=2, heads=2, dropout=0.3).eval()
+    seq = np.array([5, 9, 4, 17])
+    with torch.no_grad():
+        short = net(torch.from_numpy(left_pad([seq], 7)))[:, -1]     # 3 pads
+        long = net(torch.from_numpy(left_pad([seq], 34)))[:, -1]     # 30 pads
+        other = net(torch.from_numpy(left_pad([np.array([5, 9, 4, 18])], 7)))[:, -1]
+    assert torch.isfinite(long).all()
+    assert torch.allclose(short, long, atol=1e-5)
+    assert not torch.allclose(short, other, atol=1e-3)                 # the last item does matter
+
+
+def test_sasrec_trains_on_every_window_of_the_train_part_as_guim():
+    from guim_features.bench.baselines.sasrec import length_batches, training_windows
+
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(3, 16)], "item_idx": list(range(3, 16))})
+    seqs = pd.DataFrame({"user_id": ["u1", "u2"], "item_idx": [list(range(3, 15)), [15, 3, 4]],
+                         "behavior": [[1] * 12, [1] * 3], "gaps": [[0] * 12, [0] * 3],
+                         "split": [[0] * 10 + [1, 2], [0, 1, 2]]})
+    d = BenchData.from_frames(items, seqs, pd.DataFrame({"user_id": ["u1", "u2"]}), None, None, BEHAVIORS)
+    wins = [w.tolist() for w in training_windows(d, max_len=4)]
+    # u1's train part 3..12 in windows of 5 from the newest, overlapping by one: each of its items but
+    # the first is a target exactly once; u2 has one train event, so no window
+    assert wins == [[8, 9, 10, 11, 12], [4, 5, 6, 7, 8], [3, 4]]
+    batches = length_batches(np.array([5, 2, 5, 3, 2, 5]), 2, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(6))
+    assert sorted(sorted(np.array([5, 2, 5, 3, 2, 5])[b].tolist()) for b in batches) == [[2, 2], [3, 5], [5, 5]]
+
+
+def test_a_method_that_cannot_run_here_is_skipped_not_failed(tmp_path, monkeypatch):
+    from guim_features.bench import baselines
+    from guim_features.bench.baselines import Unavailable
+    from guim_features.bench.baselines.simple import Popularity
+    from guim_features.cli import main
+
+    class NothingRegistered(Boom):
+        name = "gone"
+
+        def embed(self, data, seed):
+            raise Unavailable("no model registered yet")
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    monkeypatch.setattr(baselines, "methods_by_name", lambda: {"popularity": Popularity, "gone": NothingRegistered})
+    assert main(["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[popularity,gone]",
+                 "--set", "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false"]) == 0
+    md = next((tmp_path / "reports").glob("bench-*/bench.md")).read_text()
+    assert "method `gone` skipped: no model registered yet" in md and "FAILED" not in md

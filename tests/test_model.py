@@ -137,6 +137,50 @@ def test_unseen_items_get_vectors_from_content():
     assert rows[0] >= 53 and rows[1] == 52 and rows[2] == 3
 
 
+def test_item_fields_select_what_the_tower_reads():
+    def two_items(**change):   # item 7 twice: same id, different content unless a field is not read
+        f = {"item_idx": torch.tensor([7, 7]), "cat": torch.tensor([[2, 2, 0], [3, 3, 1]]),
+             "num": torch.tensor([[0.0, 0.0], [1.0, 2.0]]), "title": torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]]),
+             "tags": torch.tensor([[2, 0, 0], [3, 4, 0]]), "image": torch.stack([torch.zeros(8), torch.ones(8)]),
+             "has_image": torch.ones(2)}
+        return {**f, **change}
+
+    blind = make(item_fields=[]).encode_items(two_items())
+    assert torch.allclose(blind[0], blind[1])                          # id only: content ignored
+    aware = make().encode_items(two_items())
+    assert not torch.allclose(aware[0], aware[1])
+    # reading only the category: differing tags, title, price, image and brand change nothing
+    cat_only = make(item_fields=["category"])
+    same_cat = two_items(cat=torch.tensor([[2, 2, 0], [2, 3, 1]]))
+    v = cat_only.encode_items(same_cat)
+    assert torch.allclose(v[0], v[1])
+    assert not torch.allclose(*cat_only.encode_items(two_items()))
+    with pytest.raises(ValueError, match="item_fields"):
+        make(item_fields=["colour"])
+    # a model saved before the option existed read every field
+    args = model_args(TrainConfig(d=16, heads=2, max_len=10), SIZES)
+    del args["item_fields"]
+    assert GUIM(args).args["item_fields"] == list(TrainConfig().item_fields)
+
+
+def test_excluded_users_are_neither_trained_nor_validated_on(tmp_path):
+    from silver import write_silver
+
+    from guim_features.data import TrainStream, count_windows, eval_batches, item_counts
+
+    cfg = load_config(tmp_path / "ws")
+    info = write_silver(tmp_path / "ws" / "lakehouse", users=20, items=30, events=12)
+    out = frozenset({"u0", "u1"})
+    # 10 training events per user, L = 4: 3 windows per user, 18 users left
+    assert count_windows(cfg, 4, "all", skip_users=out) == 54
+    wins = [w for b in TrainStream(cfg, 4, 8, seed=1, buffer=16, skip_users=out) for w in b["items"]]
+    assert len(wins) == 54
+    kept = [s[:10] for s in info["sequences"][2:]]
+    expected = np.bincount(np.concatenate(kept), minlength=33)
+    assert np.array_equal(item_counts(cfg, 33, skip_users=out), expected)
+    assert sum(len(b["target"]) for b in eval_batches(cfg, "valid", 50, 100, skip_users=out)) == 18
+
+
 def test_sampled_infonce_cost_does_not_grow_with_vocabulary():
     counts = {}
     for n_items in (1_000, 200_000):

@@ -2,8 +2,9 @@
 
 Every method in ``bench.methods`` learns from the same silver tables and hands the tasks its
 item vectors and per-user mixtures (see :mod:`.baselines`); every task in ``bench.tasks``
-scores them (see :mod:`.tasks`). ``--seeds N`` repeats the seeded methods and reports the mean
-and spread. The report (Markdown, JSON, PNG) goes to ``<workspace>/<paths.reports>/bench-<time>/``
+scores them (see :mod:`.tasks`). ``--seeds N`` repeats the seeded methods and reports the mean,
+the sample standard deviation and the 95 % t-interval. A method that fails is reported with the
+reason and makes ``guim bench`` exit 1 (``--keep-going``: 0). The report (Markdown, JSON, PNG) goes to ``<workspace>/<paths.reports>/bench-<time>/``
 and to MLflow (experiment ``guim-bench``); the benchmarked registered model (method ``model``)
 gets its headline numbers as tags ``bench.<task>.<metric>``, which ``guim promote`` reads.
 """
@@ -22,46 +23,97 @@ def mlflow_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def evaluate_tasks(data, emb, bench_cfg, tasks=None) -> tuple[dict, dict]:
-    """Run the tasks on one method's embeddings: ({task: {metric: value}}, {task: skip reason})."""
-    from .tasks import Skip, load
+def evaluate_tasks(data, emb, bench_cfg, tasks=None, content_aware: bool = False) -> tuple[dict, dict]:
+    """Run the tasks on one method's embeddings: ({task: {metric: value}}, {task: skip reason}).
+    ``content_aware``: the item vectors read item content, so the scores of tasks whose labels
+    are item content (``CONTENT_LABELS``) are named ``<metric>_content_aware``."""
+    from .tasks import CONTENT_AWARE, Skip, load
 
     scores, skipped = {}, {}
     for name in tasks or bench_cfg.tasks:
+        task = load(name)
         try:
-            scores[name] = load(name).evaluate(data, emb, bench_cfg)
+            out = task.evaluate(data, emb, bench_cfg)
         except Skip as e:
             skipped[name] = str(e)
+            continue
+        if content_aware and getattr(task, "CONTENT_LABELS", False):
+            out = {k + CONTENT_AWARE: v for k, v in out.items()}
+        scores[name] = out
     return scores, skipped
+
+
+def fit_plan(cfg, data, method, views: dict) -> tuple[list, dict]:
+    """The fits one method needs per seed, as (method, data, tasks, content_aware), and {task: why
+    it cannot be run for this method}:
+
+    - the tasks on ``data`` (content-aware names on content-label tasks if the method reads content);
+    - a content-blind variant of the method for the content-label tasks (``bench.content_blind``),
+      where the method reads item content and can be refitted without it;
+    - a refit on each task's own view (``views``: task -> BenchData, e.g. users held out)."""
+    from .tasks import load
+
+    base = [t for t in cfg.bench.tasks if t not in views]
+    labels = [t for t in base if getattr(load(t), "CONTENT_LABELS", False)]
+    plan, cannot = [], {}
+    if base:
+        plan.append((method, data, base, method.reads_content))
+    blind = method.content_blind() if method.reads_content and labels and cfg.bench.content_blind else None
+    if blind is not None:
+        plan.append((blind, data, labels, False))
+    for t, view in views.items():
+        if method.refits:
+            plan.append((method, view, [t], False))
+        else:
+            cannot[t] = f"method {method.name} is a fixed model fitted on every user, so it cannot be scored on " \
+                        f"users held out of fitting"
+    return plan, cannot
 
 
 def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None) -> dict:
     """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`).
-    ``partial``: a file rewritten with every raw score so far after each method run (long runs)."""
+    ``partial``: a file rewritten with every raw score so far after each method run (long runs).
+    A method that raises is recorded in ``failed_methods`` with the reason (its other seeds are
+    not run; :class:`.baselines.Unavailable` goes to ``skipped_methods`` instead) and the suite
+    goes on with the next method."""
+    from .baselines import Unavailable
+    from .metrics import spread
     from .tasks import NAMES, headline, load
 
-    for t in cfg.bench.tasks:
-        load(t)  # unknown task names fail before any training
+    tasks = [load(t) for t in cfg.bench.tasks]  # unknown task names fail before any training
+    views = {t.NAME: t.view(data, cfg.bench) for t in tasks if hasattr(t, "view")}
     runs: dict = {}      # method -> task -> metric -> [value per seed]
     failed: dict = {}    # method -> reason
+    unavailable: dict = {}   # method -> reason
     task_skips: dict = {}
     seconds: dict = {}
     # progress over (method, seed) runs, each scoring every task; the time left assumes the pace so far
     total, done, start = sum(seeds if getattr(m, "seeded", True) else 1 for m in methods), 0, time.perf_counter()
     for m in methods:
+        plan, cannot = fit_plan(cfg, data, m, views)
+        task_skips.update(cannot)
         n_seeds = seeds if getattr(m, "seeded", True) else 1
         for seed in range(n_seeds):
-            t0 = time.perf_counter()
+            fit, scores = 0.0, {}
             try:
-                emb = m.embed(data, seed)
-            except Exception as e:  # a method that cannot run is reported, not fatal
-                failed[m.name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                log(f"bench: method {m.name} skipped: {failed[m.name]}")
+                for method, view, names, aware in plan:
+                    t0 = time.perf_counter()
+                    emb = method.embed(view, seed)
+                    fit += time.perf_counter() - t0
+                    got, skipped = evaluate_tasks(view, emb, cfg.bench, names, aware)
+                    task_skips.update(skipped)
+                    for task, metrics in got.items():
+                        scores.setdefault(task, {}).update(metrics)
+            except Unavailable as e:
+                unavailable[m.name] = str(e).splitlines()[0][:300]
+                log(f"bench: method {m.name} skipped: {unavailable[m.name]}")
                 total -= n_seeds - seed
                 break
-            fit = time.perf_counter() - t0
-            scores, skipped = evaluate_tasks(data, emb, cfg.bench)
-            task_skips.update(skipped)
+            except Exception as e:  # recorded with the reason; `guim bench` then exits non-zero
+                failed[m.name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                log(f"bench: method {m.name} failed: {failed[m.name]}")
+                total -= n_seeds - seed
+                break
             seconds.setdefault(m.name, []).append(fit)
             for task, metrics in scores.items():
                 for k, v in metrics.items():
@@ -76,14 +128,14 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
                 + f" | {_clock(elapsed)} elapsed, about {_clock(elapsed / done * (total - done))} left")
     headlines = {}
     for t in cfg.bench.tasks:
-        metrics = next((runs[m][t] for m in runs if t in runs[m]), None)
+        metrics = {k: None for m in runs for k in runs[m].get(t, {})}
         if metrics:
             headlines[t] = headline(load(t), metrics)
     return {"methods": [m.name for m in methods if m.name in runs], "seeds": seeds,
             "tasks": [t for t in NAMES if t in cfg.bench.tasks],
-            "results": {m: {t: {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
-                                for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()},
-            "headline": headlines, "skipped_tasks": task_skips, "skipped_methods": failed,
+            "results": {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()},
+            "headline": headlines, "skipped_tasks": task_skips, "failed_methods": failed,
+            "skipped_methods": unavailable,
             "fit_seconds": {m: float(np.mean(v)) for m, v in seconds.items()}}
 
 
@@ -118,6 +170,7 @@ def run(cfg, args) -> int:
     torch.set_num_threads(cfg.bench.threads)
     seeds = getattr(args, "seeds", 1) or 1
     model_uri = getattr(args, "model_uri", None) or cfg.bench.model_uri
+    load_before = machine_load()
     data = BenchData.load(cfg)
     print(f"bench: {data.n_users} users, {data.n_items} item indices, {len(data.warm_items)} warm items",
           file=sys.stderr)
@@ -127,10 +180,27 @@ def run(cfg, args) -> int:
     report["data"] = {"workspace": cfg.workspace, "fingerprint": data.fingerprint,
                       "users": data.n_users, "items": int(len(data.warm_items))}
     report["model_uri"] = model_uri
+    report["machine"] = f"at the start: {load_before}; at the end: {machine_load()}"
     out = write_report(report, cfg.resolve(cfg.paths.reports))
     partial.unlink(missing_ok=True)
     print(open(out / "bench.md").read())
     print(f"bench: report written to {out}", file=sys.stderr)
     if cfg.bench.log_mlflow:
         log_to_mlflow(cfg, report, out, model_uri)
+    if report["failed_methods"] and not getattr(args, "keep_going", False):
+        for m, why in report["failed_methods"].items():
+            print(f"guim bench: error: method {m} failed: {why}", file=sys.stderr)
+        return 1
     return 0
+
+
+def machine_load() -> str:
+    """CPU count and the 1/5/15-minute load averages when the report is written (the numbers of a
+    shared machine are pessimistic; the report says so)."""
+    import os
+
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return f"{os.cpu_count()} CPUs"
+    return f"{os.cpu_count()} CPUs, load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min)"

@@ -47,6 +47,7 @@ class BenchData:
     behaviors: list = field(default_factory=list)  # behaviour names; code c is behaviors[c - 1]
     item_features: object = None         # pandas DataFrame (item_features) or None
     fingerprint: str = ""                # Delta versions of the tables read, e.g. "user_sequences@3,..."
+    holdout: frozenset = frozenset()     # user_ids no method may learn from (user_holdout_view)
 
     @classmethod
     def load(cls, cfg) -> "BenchData":
@@ -85,7 +86,32 @@ class BenchData:
             seqs.append({k: (np.where(v[keep] == VALID, TEST, v[keep]) if k == "split" else v[keep])
                          for k, v in s.items()})
         return BenchData(self.user_ids, self.item_ids, seqs, self.labels_users, self.labels_items,
-                         self.labels_future, self.behaviors, self.item_features, self.fingerprint + " (valid view)")
+                         self.labels_future, self.behaviors, self.item_features, self.fingerprint + " (valid view)",
+                         self.holdout)
+
+    def user_holdout_view(self, share: float, input_share: float = 0.8, seed: int = 0) -> "BenchData":
+        """A share of the users (at least 2 events each, drawn with ``seed``) held out entirely, as
+        the multi-interest literature evaluates (ComiRec, Cen et al. 2020): a held-out user has no
+        train part, the first ``input_share`` of their events (time order, at least one) are their
+        test input (coded valid) and the rest their test targets. The other users are unchanged.
+        Methods fitted on this view learn from the train part only, so never from a held-out user;
+        ``holdout`` names them for methods that read the silver tables themselves (GUIM)."""
+        n = np.array([len(s["item_idx"]) for s in self.seqs])
+        pool = np.flatnonzero(n >= 2)
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(pool, size=min(len(pool), max(1, round(share * len(pool)))), replace=False))
+        seqs = list(self.seqs)
+        for u in rows:
+            cut = min(max(1, int(input_share * n[u])), n[u] - 1)
+            seqs[u] = {**self.seqs[u], "split": np.where(np.arange(n[u]) < cut, VALID, TEST).astype(np.int64)}
+        return BenchData(self.user_ids, self.item_ids, seqs, self.labels_users, self.labels_items,
+                         self.labels_future, self.behaviors, self.item_features,
+                         self.fingerprint + f" (user holdout {share:g})", frozenset(self.user_ids[rows].tolist()))
+
+    @property
+    def holdout_rows(self) -> np.ndarray:
+        """Rows of the held-out users (empty outside a user-holdout view)."""
+        return np.array([self.user_row[u] for u in sorted(self.holdout)], dtype=np.int64)
 
     # -- sizes --------------------------------------------------------------------------
     @property

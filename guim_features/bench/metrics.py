@@ -85,3 +85,20 @@ def precision_at_k(neighbour_labels, own_labels, k: int) -> float:
     own = set(own_labels)
     top = list(neighbour_labels)[:k]
     return sum(bool(own.intersection(n if isinstance(n, (set, frozenset)) else {n})) for n in top) / k
+
+
+def spread(values) -> dict:
+    """Mean, sample standard deviation (ddof = 1) and the half-width of the 95 % t-interval of the
+    mean (t quantile with n - 1 degrees of freedom) of per-seed values; one value has no spread (0)."""
+    from scipy.stats import t as student
+
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    sd = float(v.std(ddof=1)) if n > 1 else 0.0
+    half = float(student.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else 0.0
+    return {"mean": float(v.mean()), "std": sd, "ci95": half, "values": [float(x) for x in v]}
+
+
+def level(a: dict, b: dict) -> bool:
+    """True when the 95 % intervals of two :func:`spread` results overlap: neither beats the other."""
+    return a["mean"] - a["ci95"] <= b["mean"] + b["ci95"] and b["mean"] - b["ci95"] <= a["mean"] + a["ci95"]

@@ -13,12 +13,18 @@ from pathlib import Path
 EXPERIMENT = "guim-bench"
 
 
-def _cell(r: dict, seeds: int) -> str:
-    return f"{r['mean']:.4f} ± {r['std']:.4f}" if seeds > 1 and len(r["values"]) > 1 else f"{r['mean']:.4f}"
+def _cell(r: dict) -> str:
+    if len(r["values"]) < 2:
+        return f"{r['mean']:.4f}"
+    return f"{r['mean']:.4f} ± {r['ci95']:.4f} (sd {r['std']:.4f})"
 
 
 def markdown(report: dict) -> str:
-    """The tasks x methods table; the best mean of each row in bold; headline metrics marked *."""
+    """The tasks x methods table: mean ± half-width of the 95 % t-interval (sd = sample std,
+    ddof 1) over seeds; the best mean of each row in bold, and ``≈`` on every other cell whose
+    interval overlaps the best one's (level with it: not beaten); headline metrics marked *."""
+    from .metrics import level
+
     methods, res, seeds = report["methods"], report["results"], report["seeds"]
     lines = ["| task | metric | " + " | ".join(methods) + " |", "| --- | --- |" + " --- |" * len(methods)]
     for task in report["tasks"]:
@@ -28,17 +34,32 @@ def markdown(report: dict) -> str:
         metrics = list(dict.fromkeys(k for m in methods for k in res[m].get(task, {})))
         for k in metrics:
             vals = {m: res[m][task][k] for m in methods if k in res[m].get(task, {})}
-            best = max(v["mean"] for v in vals.values())
-            cells = [("**" + _cell(vals[m], seeds) + "**" if vals[m]["mean"] == best else _cell(vals[m], seeds))
-                     if m in vals else "–" for m in methods]
+            best = max(vals.values(), key=lambda v: v["mean"])
+            ranked = len({v["mean"] for v in vals.values()}) > 1   # a fact of the data (same for all): no marks
+            cells = []
+            for m in methods:
+                if m not in vals:
+                    cells.append("–")
+                elif ranked and vals[m]["mean"] == best["mean"]:
+                    cells.append("**" + _cell(vals[m]) + "**")
+                else:
+                    cells.append(_cell(vals[m]) + (" ≈" if ranked and level(vals[m], best) else ""))
             star = " *" if report["headline"].get(task) == k else ""
             lines.append(f"| {task} | {k}{star} | " + " | ".join(cells) + " |")
     fit = report.get("fit_seconds", {})
     lines.append("| (cost) | fit seconds | " + " | ".join(f"{fit.get(m, 0):.1f}" for m in methods) + " |")
     notes = [f"\n`*` headline metric of the task (the promotion gate watches it). "
-             f"{'Mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'One seed'}; "
-             f"deterministic methods run once."]
-    for m, why in report["skipped_methods"].items():
+             + (f"Mean ± half-width of the 95 % t-interval over {seeds} seeds (sd: sample standard deviation, "
+                f"ddof 1); **bold**: best mean; ≈: interval overlaps the best one's, so level with it, not beaten. "
+                if seeds > 1 else "One seed (no interval: nothing can be called better). ")
+             + "Deterministic methods run once. `*_content_aware`: the score of a method whose item vectors "
+               "read the item content that is this task's label (its plain row is a content-blind refit). "
+               "Fit seconds: all fits of one seed (the task views and the content-blind refit included)."]
+    if report.get("machine"):
+        notes.append(f"- machine: {report['machine']}")
+    for m, why in report.get("failed_methods", {}).items():
+        notes.append(f"- method `{m}` FAILED: {why}")
+    for m, why in report.get("skipped_methods", {}).items():
         notes.append(f"- method `{m}` skipped: {why}")
     for t, why in report["skipped_tasks"].items():
         notes.append(f"- task `{t}` skipped for some method: {why}")
@@ -46,7 +67,7 @@ def markdown(report: dict) -> str:
 
 
 def chart(report: dict, path: Path) -> None:
-    """Grouped bars: each task's headline metric per method, with the seed spread as error bars."""
+    """Grouped bars: each task's headline metric per method, with the 95 % t-interval as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +81,7 @@ def chart(report: dict, path: Path) -> None:
     for j, m in enumerate(methods):
         r = [report["results"][m].get(t, {}).get(report["headline"][t]) for t in tasks]
         ax.bar(np.arange(len(tasks)) + j * width, [x["mean"] if x else 0 for x in r], width,
-               yerr=[x["std"] if x else 0 for x in r], label=m)
+               yerr=[x["ci95"] if x else 0 for x in r], label=m)
     ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{t}\n{report['headline'][t]}" for t in tasks], fontsize=7)
     ax.set_ylabel("score (higher is better)")

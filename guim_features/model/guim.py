@@ -36,12 +36,12 @@ import torch.nn.functional as F
 
 from ..errors import GuimError
 from ..schemas import FIRST_ITEM_INDEX, MASK
-from .towers import ItemTower
+from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
          "diversity_weight", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
-         "full_catalogue_max", "num_negatives", "sampler")
+         "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
 CHOICES = {"score": ("max", "lse"), "train_score": ("route", "exact"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
@@ -55,6 +55,8 @@ def model_args(train_cfg, sizes: dict) -> dict:
 
 
 def check_args(a: dict) -> dict:
+    if "item_fields" not in a:   # saved before the tower's fields were selectable: it read them all
+        a["item_fields"] = list(ITEM_FIELDS)
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -95,6 +97,18 @@ def corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, labels: torch.T
     out = logits - log_pi[None]
     out[rows, labels] = logits[rows, labels]
     return out
+
+
+def attention_bias(valid: torch.Tensor, causal: bool, dtype=torch.float32) -> torch.Tensor:
+    """(B, L) mask of real positions -> (B, 1, L, L) additive attention bias: 0 where a query may
+    see a key (a real one; with ``causal``, not a later one), else -inf. Every position also sees
+    itself, so a padding query has a finite (unused) output and never turns into NaN."""
+    L = valid.shape[1]
+    keys = valid[:, None, :]                                                    # (B, 1, L)
+    if causal:
+        keys = keys & torch.tril(torch.ones(L, L, dtype=torch.bool, device=valid.device))[None]
+    allowed = (keys | torch.eye(L, dtype=torch.bool, device=valid.device)[None])[:, None]  # (B, 1, L, L)
+    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, float("-inf"))
 
 
 class Block(nn.Module):
@@ -286,11 +300,7 @@ class GUIM(nn.Module):
         x = x * valid[..., None]
         x = x + self.beh_emb(behavior) + self.gap_emb(gaps) + self.pos_emb(pos)[None]
         x = self.drop(self.in_norm(x))
-        keys = valid[:, None, :]                                                # (B, 1, L)
-        if causal:
-            keys = keys & torch.tril(torch.ones(L, L, dtype=torch.bool, device=x.device))[None]
-        allowed = (keys | torch.eye(L, dtype=torch.bool, device=x.device)[None])[:, None]  # (B, 1, L, L)
-        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))
+        bias = attention_bias(valid, causal, x.dtype)                           # (B, 1, L, L)
         for blk in self.blocks:
             x = blk(x, bias)     # an additive float mask takes SDPA's fused CPU kernel (3x the bool path)
         return self.out_norm(x), valid

@@ -10,6 +10,10 @@ probability), so an unseen item's vector is "generic id + its content".
 The tower holds the training catalogue's content as buffers (the *feature bank*), so that
 sequences of item indices can be embedded without passing content around; the buffers are
 saved with the weights.
+
+``item_fields`` lists the content fields the tower reads (default: all of :data:`ITEM_FIELDS`); a
+field left out contributes nothing, so ``[]`` gives a content-blind tower (id embedding only),
+whose item vectors cannot copy an item label (category, tags) from the input.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import torch.nn as nn
 from ..schemas import OOV
 
 BANK_KEYS = ("cat", "num", "title", "tags", "image", "has_image")
+CAT_FIELDS, NUM_FIELDS = ("category", "brand", "shop"), ("price", "year")   # bank columns of "cat", "num"
+ITEM_FIELDS = (*CAT_FIELDS, *NUM_FIELDS, "title", "tags", "image")
 
 
 def hash_bucket(idx: torch.Tensor, buckets: int) -> torch.Tensor:
@@ -32,6 +38,14 @@ class ItemTower(nn.Module):
         d = a["d"]
         self.n_items, self.id_buckets, self.id_dropout = a["n_items"], a["id_buckets"], a["id_dropout"]
         self.cat_sizes = list(a["cat_sizes"])              # vocabulary size per categorical field
+        fields = set(a["item_fields"])
+        unknown = sorted(fields - set(ITEM_FIELDS))
+        if unknown:
+            raise ValueError(f"train.item_fields: unknown {unknown} (known: {', '.join(ITEM_FIELDS)})")
+        self.use = {f: f in fields for f in ITEM_FIELDS}
+        keep = [float(self.use[f]) for f in NUM_FIELDS[:a["n_num"]]]
+        self.read_num = any(keep)
+        self.register_buffer("num_keep", torch.tensor(keep), persistent=False)  # (M,) 1 = numeric field read
         # sampled negatives (large catalogues): sparse gradients, so a step touches only the rows it uses
         sparse = a["negatives"] == "sampled" or (a["negatives"] == "auto" and self.n_items > a["full_catalogue_max"])
         self.id_emb = nn.Embedding(self.n_items + self.id_buckets, d, padding_idx=0, sparse=sparse)
@@ -85,15 +99,17 @@ class ItemTower(nn.Module):
         x = self.id_emb(self.id_rows(f["item_idx"]))                                   # (N, d)
         cat = f["cat"]
         for j, emb in enumerate(self.cat_emb):
-            c = cat[:, j]
-            x = x + emb(torch.where(c >= emb.num_embeddings, torch.full_like(c, OOV), c))
-        if self.num_proj is not None:
-            x = x + self.num_proj(f["num"])                                             # (N, d)
-        title = f["title"] % self.title_bag.num_embeddings
-        x = x + self.title_bag(title)                                                   # (N, d); empty bag -> 0
-        tags = f["tags"]
-        x = x + self.tag_bag(torch.where(tags >= self.tag_bag.num_embeddings, torch.full_like(tags, OOV), tags))
-        if self.image_proj is not None:
+            if self.use[CAT_FIELDS[j]]:
+                c = cat[:, j]
+                x = x + emb(torch.where(c >= emb.num_embeddings, torch.full_like(c, OOV), c))
+        if self.num_proj is not None and self.read_num:
+            x = x + self.num_proj(f["num"] * self.num_keep)                             # (N, d)
+        if self.use["title"]:
+            x = x + self.title_bag(f["title"] % self.title_bag.num_embeddings)          # (N, d); empty bag -> 0
+        if self.use["tags"]:
+            tags = f["tags"]
+            x = x + self.tag_bag(torch.where(tags >= self.tag_bag.num_embeddings, torch.full_like(tags, OOV), tags))
+        if self.image_proj is not None and self.use["image"]:
             x = x + self.image_proj(f["image"]) * f["has_image"][:, None]
         return self.norm(x)                                                             # (N, d)
 

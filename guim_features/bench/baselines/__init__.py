@@ -76,17 +76,30 @@ class Embeddings:
         return self._top[k]
 
 
+class Unavailable(Exception):
+    """The method cannot run in this workspace (e.g. no registered model); the message says why.
+    Reported as skipped, unlike any other exception, which is a failure."""
+
+
 class Method:
     """A representation learner: ``embed(data, seed)`` -> :class:`Embeddings`."""
 
     name = "method"
     seeded = True  # False: deterministic, run once whatever --seeds says
+    reads_content = False  # True: the item vectors read item content (category, tags, ...)
+    refits = True  # False: a fixed model that cannot be fitted again on another view of the data
 
     def __init__(self, cfg):
         self.cfg = cfg            # the whole Config; bench settings in cfg.bench
 
     def embed(self, data, seed: int) -> Embeddings:
+        """Fit on ``data``'s train part (never on a user in ``data.holdout``) and embed."""
         raise NotImplementedError
+
+    def content_blind(self) -> "Method | None":
+        """The same method with item content withheld from its item vectors, for the tasks whose
+        labels are that content; None when it reads none or cannot be refitted without it."""
+        return None
 
 
 def recent_mean(vectors: np.ndarray, items: np.ndarray, last: int) -> np.ndarray:

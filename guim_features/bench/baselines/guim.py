@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import GuimError
-from . import Embeddings, Method
+from . import Embeddings, Method, Unavailable
 
 
 def embed_with(embedder, data) -> Embeddings:
@@ -38,17 +38,27 @@ def embed_with(embedder, data) -> Embeddings:
 
 
 class GuimTrained(Method):
-    """GUIM trained in the bench run with ``train_model`` and K interests, nothing registered."""
+    """GUIM trained in the bench run with ``train_model`` and K interests, nothing registered;
+    ``item_fields`` (None = train.item_fields) selects the item tower's content fields."""
 
-    def __init__(self, cfg, k: int):
+    reads_content = True
+
+    def __init__(self, cfg, k: int, item_fields: list | None = None):
         super().__init__(cfg)
-        self.k = k
+        self.k, self.item_fields = k, item_fields
         self.name = f"guim_k{k}"
+        self.reads_content = item_fields != [] and bool(item_fields or cfg.train.item_fields)
+
+    def content_blind(self) -> "GuimTrained":
+        """The same K with an id-only item tower (``train.item_fields=[]``)."""
+        return GuimTrained(self.cfg, self.k, item_fields=[])
 
     def embed(self, data, seed: int) -> Embeddings:
         from ...train import train_model
 
-        result = train_model(self.cfg, seed=seed, overrides={"K": self.k}, mlflow_log=False, register=False)
+        overrides = {"K": self.k, **({"item_fields": self.item_fields} if self.item_fields is not None else {})}
+        result = train_model(self.cfg, seed=seed, overrides=overrides, mlflow_log=False, register=False,
+                             exclude_users=data.holdout)
         return embed_with(result.embedder, data)
 
 
@@ -58,6 +68,8 @@ class GuimModel(Method):
 
     name = "model"
     seeded = False  # a fixed model: one run whatever --seeds says
+    reads_content = True
+    refits = False
 
     def __init__(self, cfg, uri: str | None = None):
         super().__init__(cfg)
@@ -66,4 +78,8 @@ class GuimModel(Method):
     def embed(self, data, seed: int) -> Embeddings:
         from ...embedder import load_embedder
 
-        return embed_with(load_embedder(self.uri, tracking_uri=self.cfg.mlflow_uri), data)
+        try:
+            embedder = load_embedder(self.uri, tracking_uri=self.cfg.mlflow_uri)
+        except GuimError as e:   # e.g. nothing registered yet: nothing to benchmark, not a failure
+            raise Unavailable(str(e)) from None
+        return embed_with(embedder, data)

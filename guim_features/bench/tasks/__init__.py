@@ -2,8 +2,15 @@
 
 A task module has ``NAME``, ``HEADLINE`` (the metric the promotion gate watches) and
 ``evaluate(data, emb, cfg) -> {metric: value}`` where ``cfg`` is the BenchConfig; every
-metric is "higher is better". A task the data cannot support raises :class:`Skip` with the
-reason, which the report prints instead of a number.
+metric is "higher is better" (next_item's count of repeat-target users, a fact about the data,
+is the one exception). A task the data cannot support raises :class:`Skip` with the reason,
+which the report prints instead of a number. Optional:
+
+- ``CONTENT_LABELS = True``: the labels are item content (category, tags) that an item tower may
+  read as input; a method whose item vectors read content is scored there by a content-blind fit,
+  and its content-aware scores are reported as ``<metric>_content_aware``.
+- ``view(data, cfg) -> BenchData``: the methods are fitted again on that view for this task
+  (e.g. users held out of fitting).
 """
 from __future__ import annotations
 
@@ -12,12 +19,17 @@ import importlib
 import numpy as np
 
 NAMES = ("next_item", "interest_coverage", "user_profile", "item_category", "similar_items",
-         "purchase_propensity", "category_propensity", "item_demand")
+         "purchase_propensity", "category_propensity", "item_demand", "multi_interest_retrieval")
+CONTENT_AWARE = "_content_aware"   # suffix of a content-aware score on a CONTENT_LABELS task
 
 
 def headline(task, metrics: dict) -> str:
-    """The metric of ``metrics`` the gate watches: the task's HEADLINE, else its first metric."""
-    return task.HEADLINE if task.HEADLINE in metrics else next(iter(metrics))
+    """The metric of ``metrics`` the gate watches: the task's HEADLINE (content-blind, else
+    content-aware), else its first metric (content-blind first)."""
+    for k in (task.HEADLINE, task.HEADLINE + CONTENT_AWARE):
+        if k in metrics:
+            return k
+    return next((k for k in metrics if not k.endswith(CONTENT_AWARE)), next(iter(metrics)))
 
 
 class Skip(Exception):

@@ -17,6 +17,7 @@ from . import Skip, item_groups, scope_items
 
 NAME = "category_propensity"
 HEADLINE = "auc"
+CONTENT_LABELS = True   # categories/tags are labels here and inputs of GUIM's item tower
 
 
 def evaluate(data, emb, cfg) -> dict:

@@ -14,6 +14,7 @@ from . import Skip, item_groups
 
 NAME = "interest_coverage"
 HEADLINE = "coverage"
+CONTENT_LABELS = True   # categories/tags are labels here and inputs of GUIM's item tower
 
 
 def evaluate(data, emb, cfg) -> dict:

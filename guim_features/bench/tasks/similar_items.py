@@ -15,6 +15,7 @@ from . import Skip, item_groups, scope_items
 
 NAME = "similar_items"
 HEADLINE = "precision@10"
+CONTENT_LABELS = True   # categories/tags are labels here and inputs of GUIM's item tower
 MAX_QUERIES = 5000
 
 
