@@ -12,7 +12,7 @@ from guim_features.bench.baselines import Embeddings
 from guim_features.bench.data import BenchData
 from guim_features.bench.tasks import (category_propensity, interest_coverage, item_category, item_demand,
                                        next_item, purchase_propensity, similar_items, user_profile)
-from guim_features.config import BenchConfig, replace
+from guim_features.config import BenchConfig, load_config, replace
 
 BEHAVIORS = ["pv", "fav", "cart", "buy", "rate_1", "rate_2", "rate_3", "rate_4", "rate_5"]
 
@@ -378,6 +378,7 @@ def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypat
 
     monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
     monkeypatch.setattr(baselines, "methods_by_name", lambda: {"popularity": Popularity, "boom": Boom})
+    load_config(tmp_path)   # an existing workspace
     args = ["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[popularity,boom]",
             "--set", "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false"]
     assert main(args + (["--keep-going"] if keep_going else [])) == code
@@ -436,6 +437,7 @@ def test_a_method_that_cannot_run_here_is_skipped_not_failed(tmp_path, monkeypat
 
     monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
     monkeypatch.setattr(baselines, "methods_by_name", lambda: {"popularity": Popularity, "gone": NothingRegistered})
+    load_config(tmp_path)   # an existing workspace
     assert main(["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[popularity,gone]",
                  "--set", "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false"]) == 0
     md = next((tmp_path / "reports").glob("bench-*/bench.md")).read_text()

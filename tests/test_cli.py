@@ -109,7 +109,7 @@ def test_bench_reports_each_run_with_the_time_left(tmp_path):
     cfg = load_config(tmp_path / "ws", ["bench.methods=[random, popularity]", "bench.tasks=[next_item]"])
     lines = []
     run_suite(cfg, tiny(), [Broken(cfg)] + make_methods(cfg), seeds=2, log=lines.append)
-    assert lines[0] == "bench: method broken skipped: RuntimeError: cannot fit"
+    assert lines[0] == "bench: method broken failed: RuntimeError: cannot fit"
     assert [line.split(":")[1].strip() for line in lines[1:]] == [
         "[1/3] random seed 0", "[2/3] random seed 1", "[3/3] popularity seed 0"]
     assert all(" elapsed, about " in line for line in lines[1:])
