@@ -28,6 +28,8 @@ setup(
     description="GUIM user-interest mixtures and item embeddings, built with Spark/Delta, "
     "trained with PyTorch/MLflow, published with Feast.",
     packages=find_packages(include=["guim_features", "guim_features.*"]),
+    # the Feast repository template `guim publish` copies into the workspace
+    package_data={"guim_features": ["feature_repo/*.py", "feature_repo/*.yaml"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={

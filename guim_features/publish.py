@@ -1,7 +1,7 @@
 """``guim publish``: gold embeddings -> Feast (offline + online) and the item ANN index.
 
 Steps: pick the model version (``--model-version``, default: the newest exported snapshot);
-write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the project's
+write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the package's
 ``feature_repo/``, ``feature_store.yaml`` rendered from ``cfg.publish``, ``guim_model.json`` with
 K and d read from the exported vectors); refresh the offline sources (file store: Parquet
 snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
@@ -12,8 +12,8 @@ model's MLflow run.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import GuimError
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "feature_repo"
+TEMPLATE = importlib.resources.files(__package__) / "feature_repo"   # package data, see setup.py
 USER_VIEW, ITEM_VIEW, SERVICE = "user_interests", "item_embedding", "guim_embeddings_v1"
 MODEL_NAME = "guim"
 
@@ -234,10 +234,7 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
 
     repo = repo_dir(cfg)
     (repo / "data").mkdir(parents=True, exist_ok=True)
-    if not (TEMPLATE / "feature_definitions.py").exists():
-        raise GuimError(f"Feast definitions not found at {TEMPLATE}/feature_definitions.py (install the project "
-                        "from its source folder: pip install -e .)")
-    shutil.copyfile(TEMPLATE / "feature_definitions.py", repo / "feature_definitions.py")
+    (repo / "feature_definitions.py").write_bytes((TEMPLATE / "feature_definitions.py").read_bytes())
     (repo / "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
                                             + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
     rows = {}
