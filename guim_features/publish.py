@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GuimError
+from .versions import delta_package
 
 TEMPLATE = importlib.resources.files(__package__) / "feature_repo"   # package data, see setup.py
 USER_VIEW, ITEM_VIEW, SERVICE = "user_interests", "item_embedding", "guim_embeddings_v1"
@@ -158,8 +159,8 @@ def store_yaml(cfg) -> dict:
         conf = {"spark.master": cfg.spark.master, "spark.sql.session.timeZone": "UTC",
                 "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
                 "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
-        if cfg.spark.delta_package:
-            conf["spark.jars.packages"] = cfg.spark.delta_package
+        if jars := delta_package(cfg.spark.delta_package):
+            conf["spark.jars.packages"] = jars
         conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
         doc["offline_store"] = {"type": "spark", "spark_conf": conf}
     else:

@@ -2,8 +2,8 @@
 
 ``get_spark(cfg)`` returns the active session if there is one (tests share a single session
 across the suite), else builds one from ``cfg.spark``: master, driver memory, the Delta SQL
-extension and catalog, the Delta jars from Maven (cached by Ivy after the first start), quiet
-logs and no UI unless asked.
+extension and catalog, the Delta jars from Maven matching the installed delta-spark (cached by
+Ivy after the first start), quiet logs and no UI unless asked.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import sys
 
 from .config import SparkConfig
+from .versions import delta_package
 
 
 def get_spark(cfg: SparkConfig | None = None):
@@ -43,8 +44,8 @@ def get_spark(cfg: SparkConfig | None = None):
          .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
          .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
          .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
-    if cfg.delta_package and not submitted:
-        b = b.config("spark.jars.packages", cfg.delta_package)
+    if (jars := delta_package(cfg.delta_package)) and not submitted:
+        b = b.config("spark.jars.packages", jars)
     for k, v in cfg.conf.items():
         b = b.config(k, str(v))
     spark = b.getOrCreate()
