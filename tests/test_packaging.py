@@ -1,11 +1,13 @@
 """The package as installed: Delta's coordinate from the installed delta-spark, the Feast template
-shipped inside the package."""
+shipped inside the package, optional bench dependencies."""
 from __future__ import annotations
 
 import re
+import sys
 from importlib.metadata import requires, version
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from guim_features.config import load_config
@@ -62,3 +64,12 @@ def test_feast_template_is_package_data_and_the_top_level_folder_is_the_same_one
     # the documented top-level folder is a link to it, not a second copy that could drift
     assert (ROOT / "feature_repo").is_symlink()
     assert (ROOT / "feature_repo").resolve() == (ROOT / "guim_features" / "feature_repo").resolve()
+
+
+def test_item2vec_without_gensim_names_the_extra(monkeypatch):
+    from guim_features.bench.baselines.item2vec import Item2Vec
+    from guim_features.errors import GuimError
+
+    monkeypatch.setitem(sys.modules, "gensim", None)         # import gensim -> ImportError
+    with pytest.raises(GuimError, match=r"pip install 'guim-features\[bench\]'"):
+        Item2Vec(None).embed(None, seed=0)
