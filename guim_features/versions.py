@@ -5,6 +5,9 @@ Python package must be the same release, built for the installed Spark, so the c
 derived from what is installed: ``io.delta:delta-spark_<Spark major.minor>_2.13:<delta-spark
 version>`` (the rule of delta-spark's own ``configure_spark_with_delta_pip``).
 ``python -m guim_features.versions`` prints it for shell scripts and ``spark-submit --packages``.
+
+``pinned(names)``: ``name==version`` of installed distributions, for the MLflow model's pip
+requirements (the serving environment gets the versions the model was trained and tested with).
 """
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ def delta_package(setting: str = AUTO) -> str:
         return setting
     spark = ".".join(version("pyspark").split(".")[:2])
     return f"io.delta:delta-spark_{spark}_{SCALA}:{version('delta-spark')}"
+
+
+def pinned(names: list[str]) -> list[str]:
+    """``name==version`` of each installed distribution; a local label (``2.5.1+cpu``) is dropped
+    so that the pin installs from PyPI."""
+    return [f"{n}=={version(n).split('+')[0]}" for n in names]
 
 
 if __name__ == "__main__":

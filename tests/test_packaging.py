@@ -1,5 +1,5 @@
-"""The package as installed: Delta's coordinate from the installed delta-spark, the Feast template
-shipped inside the package, optional bench dependencies."""
+"""The package as installed: Delta's coordinate from the installed delta-spark, pinned model
+requirements, the Feast template shipped inside the package, optional bench dependencies."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from guim_features.config import load_config
-from guim_features.versions import delta_package
+from guim_features.versions import delta_package, pinned
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,13 @@ def test_no_delta_coordinate_is_typed_in_the_repository():
              *ROOT.glob("guim_features/feature_repo/*")]
     typed = [str(f.relative_to(ROOT)) for f in files if f.is_file() and literal.search(f.read_text())]
     assert typed == []
+
+
+def test_pins_drop_local_version_labels(monkeypatch):
+    import guim_features.versions as versions
+
+    monkeypatch.setattr(versions, "version", {"torch": "2.5.1+cpu", "numpy": "2.4.6"}.__getitem__)
+    assert pinned(["torch", "numpy"]) == ["torch==2.5.1", "numpy==2.4.6"]
 
 
 def test_feast_template_is_package_data_and_the_top_level_folder_is_the_same_one():
