@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .versions import AUTO
+
 CONFIG_FILE = "guim.yaml"
 # The user's MLFLOW_TRACKING_URI, read once at import: mlflow.set_tracking_uri() later writes the same
 # variable, and that must not redirect another workspace of the same process to this one's store.
@@ -52,8 +54,8 @@ class SparkConfig:
     app_name: str = opt("guim", "Spark application name")
     driver_memory: str = opt("4g", "spark.driver.memory (local mode: the whole JVM)")
     shuffle_partitions: int = opt(4, "spark.sql.shuffle.partitions; raise it on a cluster")
-    delta_package: str = opt("io.delta:delta-spark_4.2_2.13:4.4.0",
-                             "Maven coordinate of Delta for spark.jars.packages; empty = jars already on the classpath")
+    delta_package: str = opt(AUTO, "Maven coordinate of Delta for spark.jars.packages; auto = the build matching "
+                                   "the installed delta-spark and pyspark; empty = jars already on the classpath")
     ui: bool = opt(False, "Start the Spark web UI")
     log_level: str = opt("ERROR", "Spark log level (quiet by default)")
     conf: dict = opt({}, "Extra Spark settings, e.g. {spark.executor.memory: 8g}")

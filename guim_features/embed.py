@@ -27,7 +27,7 @@ Feast's point-in-time join then gives a label at time ``t`` the newest snapshot 
 - Gold tables are partitioned by ``model_version`` and ``snapshot_date`` so that publishing and
   the Spark offline store read one version (and the dates they need) only.
 
-spark-submit: ``spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 --py-files guim_features.zip
+spark-submit: ``spark-submit --packages "$(python -m guim_features.versions)" --py-files guim_features.zip
 spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim/3] [--as-of …] [--backfill …]``.
 """
 from __future__ import annotations

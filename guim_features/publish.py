@@ -1,7 +1,7 @@
 """``guim publish``: gold embeddings -> Feast (offline + online) and the item ANN index.
 
 Steps: pick the model version (``--model-version``, default: the newest exported snapshot);
-write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the project's
+write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the package's
 ``feature_repo/``, ``feature_store.yaml`` rendered from ``cfg.publish``, ``guim_model.json`` with
 K and d read from the exported vectors); refresh the offline sources (file store: Parquet
 snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
@@ -16,16 +16,17 @@ and swapped in only after materialization succeeded.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GuimError
+from .versions import delta_package
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "feature_repo"
+TEMPLATE = importlib.resources.files(__package__) / "feature_repo"   # package data, see setup.py
 USER_VIEW, ITEM_VIEW, SERVICE = "user_interests", "item_embedding", "guim_embeddings_v1"
 MODEL_NAME = "guim"
 
@@ -162,8 +163,8 @@ def store_yaml(cfg) -> dict:
         conf = {"spark.master": cfg.spark.master, "spark.sql.session.timeZone": "UTC",
                 "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
                 "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
-        if cfg.spark.delta_package:
-            conf["spark.jars.packages"] = cfg.spark.delta_package
+        if jars := delta_package(cfg.spark.delta_package):
+            conf["spark.jars.packages"] = jars
         conf.update({k: str(v) for k, v in cfg.spark.conf.items()})
         doc["offline_store"] = {"type": "spark", "spark_conf": conf}
     else:
@@ -247,10 +248,7 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
 
     repo = repo_dir(cfg)
     (repo / "data").mkdir(parents=True, exist_ok=True)
-    if not (TEMPLATE / "feature_definitions.py").exists():
-        raise GuimError(f"Feast definitions not found at {TEMPLATE}/feature_definitions.py (install the project "
-                        "from its source folder: pip install -e .)")
-    shutil.copyfile(TEMPLATE / "feature_definitions.py", repo / "feature_definitions.py")
+    (repo / "feature_definitions.py").write_bytes((TEMPLATE / "feature_definitions.py").read_bytes())
     staged(repo, "feature_store.yaml").write_text("# Written by `guim publish` from guim.yaml (section publish).\n"
                                                   + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
     rows = {}

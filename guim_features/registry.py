@@ -21,6 +21,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from .versions import pinned
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 USER_COLUMNS = ("item_idx", "behavior", "gaps")
 ITEM_COLUMNS = ("item_idx", "category_idx", "brand_idx", "shop_idx", "price_norm", "year_norm",
@@ -201,7 +203,7 @@ def log_pyfunc(embedder, checkpoint: str):
                             "gaps": [np.array([0, 3, 5], np.int64), np.array([0], np.int64)]})
     return mlflow.pyfunc.log_model(name="model", python_model=GuimPyfunc(), artifacts={"checkpoint": checkpoint},
                                    code_paths=[str(PACKAGE_DIR)], signature=signature(), input_example=example,
-                                   pip_requirements=["torch", "numpy", "pandas", "pyyaml", "mlflow"])
+                                   pip_requirements=pinned(["torch", "numpy", "pandas", "pyyaml", "mlflow"]))
 
 
 def register_model(model_uri: str, name: str, run_id: str | None = None) -> str:

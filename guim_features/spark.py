@@ -2,9 +2,9 @@
 
 ``get_spark(cfg)`` returns the active session if there is one (tests share a single session
 across the suite), else builds one from ``cfg.spark``: master, driver memory, the Delta SQL
-extension and catalog, the Delta jars from Maven (cached by Ivy after the first start), quiet
-logs and no UI unless asked. :func:`stage_progress` shows the running Spark stages on one
-terminal line.
+extension and catalog, the Delta jars from Maven matching the installed delta-spark (cached by
+Ivy after the first start), quiet logs and no UI unless asked. :func:`stage_progress` shows the
+running Spark stages on one terminal line.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import SparkConfig
+from .versions import delta_package
 
 # Where the JVM's own output goes (Ivy's dependency report, log4j, the Python workers' stderr):
 # None = this process's stdout/stderr; the ``guim`` command line points it at a log file in the
@@ -75,8 +76,8 @@ def get_spark(cfg: SparkConfig | None = None):
          .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
          .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
          .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
-    if cfg.delta_package and not submitted:
-        b = b.config("spark.jars.packages", cfg.delta_package)
+    if (jars := delta_package(cfg.delta_package)) and not submitted:
+        b = b.config("spark.jars.packages", jars)
     for k, v in cfg.conf.items():
         b = b.config(k, str(v))
     with _output_to(JVM_LOG):

@@ -1,6 +1,6 @@
 """Spark job: bronze -> silver (the same code as ``guim sequences``).
 
-    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 \
+    spark-submit --packages "$(python -m guim_features.versions)" \
         spark_jobs/build_sequences.py --workspace guim_workspace [--full] [--set sequences.max_len=100]
 
 On a cluster, point the lakehouse at object storage: ``--set paths.lakehouse=s3a://bucket/guim``.

@@ -1,6 +1,6 @@
 """As-of export of GUIM embeddings to the gold Delta tables, as a ``spark-submit`` job.
 
-    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 --py-files guim_features.zip \
+    spark-submit --packages "$(python -m guim_features.versions)" --py-files guim_features.zip \
         spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim@challenger] \
         [--as-of TIME ...] [--backfill START END --every 1d] [--set spark.master=yarn]
 

@@ -1,6 +1,6 @@
 """Spark job: raw logs -> bronze Delta tables (the same code as ``guim ingest``).
 
-    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 \
+    spark-submit --packages "$(python -m guim_features.versions)" \
         spark_jobs/ingest.py --workspace guim_workspace --source taobao --path UserBehavior.csv
 """
 import sys

@@ -101,6 +101,21 @@ def test_load_embedder_from_registry_and_errors(registered):
         load_embedder("/no/such/model.pt")
 
 
+def test_model_pins_the_versions_it_was_trained_with(registered):
+    import mlflow
+    import torch
+    import yaml
+
+    from guim_features.registry import use_uri
+
+    cfg, res = registered
+    use_uri(cfg.mlflow_uri)
+    reqs = open(mlflow.pyfunc.get_model_dependencies(f"models:/guim/{res.model_version}")).read().split()
+    assert sorted(reqs) == sorted([f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                                   f"pandas=={pd.__version__}", f"pyyaml=={yaml.__version__}",
+                                   f"mlflow=={mlflow.__version__}"])
+
+
 def test_pyfunc_kinds_and_bad_input(registered):
     from guim_features.errors import GuimError
     from guim_features.registry import GuimPyfunc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import GuimError
 from . import Embeddings, Method, recent_mean
 
 
@@ -14,7 +15,11 @@ class Item2Vec(Method):
     name = "item2vec"
 
     def embed(self, data, seed: int) -> Embeddings:
-        from gensim.models import Word2Vec
+        try:
+            from gensim.models import Word2Vec
+        except ImportError:
+            raise GuimError("item2vec needs gensim, an optional dependency: "
+                            "pip install 'guim-features[bench]'") from None
 
         b = self.cfg.bench
         sentences = [[str(i) for i in data.train_items(u)] for u in range(data.n_users)]
