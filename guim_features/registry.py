@@ -8,6 +8,11 @@ tables it read and the git commit. ``GuimPyfunc`` follows MLflow's ``examples/py
 weights come from the ``checkpoint`` artifact in ``load_context`` and the ``guim_features``
 package is shipped with the model (``code_paths``), so ``mlflow.pyfunc.load_model`` works in a
 fresh process.
+
+Every run is registered as a new version; alias ``challenger`` moves to it only when it beats
+the popularity ranking on the valid split (:func:`challenger_gate`). Tags on the version:
+``gate.decision`` (accepted | refused), ``gate.reason``, ``gate.valid_recall_at_20.model`` and
+``.popularity``.
 """
 from __future__ import annotations
 
@@ -108,8 +113,10 @@ class RunLogger:
               if isinstance(v, (int, float)) and np.isfinite(v)]
         self.client.log_batch(self.run_id, metrics=ms)
 
-    def finish(self, embedder, checkpoint: str, metrics: dict, history: list, register: bool = True):
-        """Log final metrics, config, curves and the pyfunc model; register it. Returns the version."""
+    def finish(self, embedder, checkpoint: str, metrics: dict, history: list, register: bool = True) -> tuple:
+        """Log final metrics, config, curves and the pyfunc model; register it, with alias
+        ``challenger`` if :func:`challenger_gate` accepts ``metrics``.
+        Returns (version or None, accepted, reason)."""
         import yaml
 
         self._log({f"final_{k}": v for k, v in metrics.items()}, 0)
@@ -121,11 +128,16 @@ class RunLogger:
                 self.client.log_artifact(self.run_id, str(Path(tmp) / f))
         with mlflow.start_run(run_id=self.run_id):
             info = log_pyfunc(embedder, checkpoint)
+        accepted, reason = challenger_gate(metrics)
         version = None
         if register:
-            version = register_model(info.model_uri, self.tc.model_name, self.run_id)
+            key = GATE_METRIC.replace("@", "_at_")
+            tags = {"gate.decision": "accepted" if accepted else "refused", "gate.reason": reason,
+                    f"gate.{key}.model": f"{metrics[GATE_METRIC]:.6f}",
+                    f"gate.{key}.popularity": f"{metrics['popularity_' + GATE_METRIC]:.6f}"}
+            version = register_model(info.model_uri, self.tc.model_name, self.run_id, alias=accepted, tags=tags)
         self.client.set_terminated(self.run_id, "FINISHED")
-        return version
+        return version, accepted, reason
 
 
 def plot_curves(history: list, path: Path) -> None:
@@ -204,9 +216,24 @@ def log_pyfunc(embedder, checkpoint: str):
                                    pip_requirements=["torch", "numpy", "pandas", "pyyaml", "mlflow"])
 
 
-def register_model(model_uri: str, name: str, run_id: str | None = None) -> str:
-    """Register ``model_uri`` as a new version of ``name`` and point alias ``challenger`` at it."""
-    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id or ""})
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(name, "challenger", mv.version)
+def register_model(model_uri: str, name: str, run_id: str | None = None, alias: bool = True,
+                   tags: dict | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``name`` (with ``tags``) and, if ``alias``, point
+    alias ``challenger`` at it."""
+    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id or "", **(tags or {})})
+    if alias:
+        mlflow.MlflowClient().set_registered_model_alias(name, "challenger", mv.version)
     return str(mv.version)
+
+
+GATE_METRIC = "valid_recall@20"
+
+
+def challenger_gate(metrics: dict) -> tuple[bool, str]:
+    """(accepted, reason): a run earns alias ``challenger`` only when its valid Recall@20 is higher
+    than the popularity ranking's on the same valid split (``popularity_valid_recall@20``, see
+    ``train.popularity_metrics``). A model no better than counting items has learned nothing a
+    user could not get for free, so it is not served by default."""
+    model, pop = metrics[GATE_METRIC], metrics["popularity_" + GATE_METRIC]
+    accepted = model > pop
+    return accepted, f"valid Recall@20 {model:.4f} {'>' if accepted else '<='} popularity {pop:.4f}"

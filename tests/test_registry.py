@@ -52,8 +52,12 @@ def test_run_is_logged_and_registered(registered):
     assert "final_test_recall_at_20" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(res.run_id)}
     assert {"training_curves.png", "config.yaml", "train_config.yaml"} <= arts
-    mv = client.get_model_version_by_alias("guim", "challenger")
-    assert str(mv.version) == "1"
+    # alias challenger follows the comparison with popularity recorded on the version
+    mv = client.get_model_version("guim", "1")
+    model, pop = (float(mv.tags[f"gate.valid_recall_at_20.{w}"]) for w in ("model", "popularity"))
+    assert model == pytest.approx(res.metrics["valid_recall@20"], abs=1e-6)
+    assert mv.tags["gate.decision"] == ("accepted" if model > pop else "refused")
+    assert ("challenger" in mv.aliases) == (model > pop)
     assert cfg.mlflow_uri.startswith("sqlite:///") and cfg.mlflow_uri.endswith("mlflow.db")
     # training must not leave its URI in the environment (it would hijack the next workspace's runs)
     assert os.environ.get("MLFLOW_TRACKING_URI") != cfg.mlflow_uri
@@ -69,7 +73,7 @@ def test_fresh_process_reproduces_the_trainers_embeddings(registered, tmp_path):
     code = f"""
 import mlflow, numpy as np, pandas as pd
 mlflow.set_tracking_uri({cfg.mlflow_uri!r})
-m = mlflow.pyfunc.load_model("models:/guim@challenger")
+m = mlflow.pyfunc.load_model("models:/guim/1")
 u = m.predict(pd.read_pickle({str(tmp_path / 'users.pkl')!r}))
 it = m.predict(pd.read_pickle({str(tmp_path / 'items.pkl')!r}))
 np.save({str(tmp_path / 'i.npy')!r}, np.stack(u["interests"].to_list()))
@@ -93,7 +97,7 @@ def test_load_embedder_from_registry_and_errors(registered):
     from guim_features.errors import GuimError
 
     cfg, res = registered
-    emb = load_embedder("models:/guim@challenger", tracking_uri=cfg.mlflow_uri)
+    emb = load_embedder("models:/guim/1", tracking_uri=cfg.mlflow_uri)
     assert emb.model_version == "1" and emb.K == 4 and emb.d == 16 and emb.config["max_len"] == 50
     with pytest.raises(GuimError, match="not in the registry"):
         load_embedder("models:/guim@nope", tracking_uri=cfg.mlflow_uri)
@@ -116,14 +120,17 @@ def test_pyfunc_kinds_and_bad_input(registered):
         pf.predict(None, pd.DataFrame({"item_idx": [3]}), params={"kind": "shops"})
 
 
-def test_second_run_becomes_the_challenger(registered):
+def test_a_second_run_is_a_new_version_and_the_challenger_only_if_it_beats_popularity(registered):
     import mlflow
 
     from guim_features.train import train_model
 
     cfg, _ = registered
+    client = mlflow.MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri)
+    before = client.get_registered_model("guim").aliases.get("challenger")
     res = train_model(cfg, overrides={**TINY, "epochs": 1, "K": 1}, progress=False)
     assert res.model_version == "2"
-    mv = mlflow.MlflowClient(cfg.mlflow_uri).get_model_version_by_alias("guim", "challenger")
-    assert str(mv.version) == "2"
+    beats = res.metrics["valid_recall@20"] > res.metrics["popularity_valid_recall@20"]
+    assert res.challenger == beats
+    assert client.get_registered_model("guim").aliases.get("challenger") == ("2" if beats else before)
     assert json.loads(json.dumps(res.metrics))["epochs"] == 1
