@@ -12,11 +12,14 @@ fresh process; the ``item_index`` artifact (item_id -> item_idx as trained) lets
 Every run is registered as a new version; alias ``challenger`` moves to it only when it beats
 the popularity ranking on the valid split (:func:`challenger_gate`). Tags on the version:
 ``gate.decision`` (accepted | refused), ``gate.reason``, ``gate.valid_recall_at_20.model`` and
-``.popularity``.
+``.popularity``, and ``train.fingerprint`` (the silver tables read and the train config, so that
+an identical rerun can be recognised: :func:`trained_version`).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import subprocess
 import tempfile
 import warnings
@@ -113,7 +116,8 @@ class RunLogger:
               if isinstance(v, (int, float)) and np.isfinite(v)]
         self.client.log_batch(self.run_id, metrics=ms)
 
-    def finish(self, embedder, checkpoint: str, metrics: dict, history: list, register: bool = True) -> tuple:
+    def finish(self, embedder, checkpoint: str, metrics: dict, history: list, register: bool = True,
+               fingerprint: str = "") -> tuple:
         """Log final metrics, config, curves and the pyfunc model; register it, with alias
         ``challenger`` if :func:`challenger_gate` accepts ``metrics``.
         Returns (version or None, accepted, reason)."""
@@ -135,7 +139,8 @@ class RunLogger:
             key = GATE_METRIC.replace("@", "_at_")
             tags = {"gate.decision": "accepted" if accepted else "refused", "gate.reason": reason,
                     f"gate.{key}.model": f"{metrics[GATE_METRIC]:.6f}",
-                    f"gate.{key}.popularity": f"{metrics['popularity_' + GATE_METRIC]:.6f}"}
+                    f"gate.{key}.popularity": f"{metrics['popularity_' + GATE_METRIC]:.6f}",
+                    "train.fingerprint": fingerprint}
             version = register_model(info.model_uri, self.tc.model_name, self.run_id, alias=accepted, tags=tags)
         self.client.set_terminated(self.run_id, "FINISHED")
         return version, accepted, reason
@@ -351,6 +356,30 @@ def challenger_gate(metrics: dict) -> tuple[bool, str]:
     model, pop = metrics[GATE_METRIC], metrics["popularity_" + GATE_METRIC]
     accepted = model > pop
     return accepted, f"valid Recall@20 {model:.4f} {'>' if accepted else '<='} popularity {pop:.4f}"
+
+
+def training_fingerprint(cfg, train_cfg) -> str:
+    """sha1 of what a run's result depends on: each silver table it reads (Delta table id and
+    version) and the effective train config."""
+    from .data import table_versions
+
+    what = {"tables": table_versions(cfg, with_id=True), "train": dataclasses.asdict(train_cfg)}
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def trained_version(cfg, train_cfg):
+    """The newest registered version of ``train_cfg.model_name`` trained on exactly the current silver
+    tables with exactly ``train_cfg`` (its ``train.fingerprint`` tag), or None."""
+    from mlflow.exceptions import MlflowException
+
+    fp = training_fingerprint(cfg, train_cfg)
+    client = mlflow.MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri)
+    try:
+        found = client.search_model_versions(f"name = '{train_cfg.model_name}'")
+    except MlflowException:
+        return None
+    hits = [mv for mv in found if mv.tags.get("train.fingerprint") == fp]
+    return max(hits, key=lambda mv: int(mv.version)) if hits else None
 
 
 def write_item_map(cfg, version, path: Path) -> str:

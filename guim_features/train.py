@@ -198,6 +198,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         best_state = state["best_state"]
         torch.set_rng_state(state["torch_rng"])
     versions = table_versions(cfg)
+    fingerprint = registry.training_fingerprint(cfg, tc)
     logger = registry.RunLogger(cfg, tc, versions, run_id) if (mlflow_log and rank == 0) else None
     amp = device.type == "cuda" and tc.amp
     loss_fn = _compiled(net, tc, device)
@@ -279,7 +280,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     if rank == 0:
         final = emb.save(ckdir / CHECKPOINT)
         if logger:
-            version, accepted, reason = logger.finish(emb, final, metrics, history, register)
+            version, accepted, reason = logger.finish(emb, final, metrics, history, register, fingerprint)
             run_id = logger.run_id
         if version and not accepted:
             print(f"\n*** model version {version} was registered WITHOUT alias 'challenger': it is not better "

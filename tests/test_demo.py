@@ -38,3 +38,13 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     rec = [line for line in out.splitlines() if line.startswith("top 5 for user")]
     assert rec and "(model version 1)" in rec[0]
     assert "== summary" in out and "guim recommend" in out
+    assert client.get_model_version("guim", "1").tags["gate.decision"] == "accepted"
+
+    # a rerun on the same data and config: the version is reused, gold gains nothing
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "model version 1 was trained on these silver tables with this configuration: reusing it" in out
+    assert [mv.version for mv in client.search_model_versions("name = 'guim'")] == ["1"]
+    assert DeltaTable(cfg.table("user_embeddings")).to_pandas()["user_id"].value_counts().max() == 1
+    assert len(DeltaTable(cfg.table("item_embeddings")).to_pandas()) == len(feats)
+    assert "(model version 1)" in out
