@@ -43,6 +43,7 @@ def _train(cfg):
     """The train step: reuse the version trained on these silver tables with this config, else train.
     Returns (exit code, model version or None)."""
     from . import train
+    from .errors import GuimError
     from .registry import trained_version
 
     mv = trained_version(cfg, cfg.train)
@@ -55,10 +56,9 @@ def _train(cfg):
             return rc, None
         mv = trained_version(cfg, cfg.train)
     if mv.tags.get("gate.decision") != "accepted":
-        print(f"guim demo: stopped: model version {mv.version} is not better than popularity "
-              f"({mv.tags.get('gate.reason', 'no comparison recorded')}), so it is neither embedded nor "
-              f"published; train longer, e.g. --set demo.train_epochs={2 * cfg.train.epochs}")
-        return 1, None
+        raise GuimError(f"model version {mv.version} is not better than popularity "
+                        f"({mv.tags.get('gate.reason', 'no comparison recorded')}), so the demo neither embeds "
+                        f"nor publishes it; train longer, e.g. --set demo.train_epochs={2 * cfg.train.epochs}")
     return 0, mv.version
 
 
