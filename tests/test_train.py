@@ -77,7 +77,7 @@ def test_a_model_no_better_than_popularity_is_registered_without_the_alias(tmp_p
 
     ws = tmp_path / "ws"
     info = write_silver(ws / "lakehouse", users=150, items=100, events=12, popularity=1.0)
-    sets = sum((["--set", f"train.{k}={v}"] for k, v in {**TINY, "epochs": 1, "lr": 1e-6}.items()), [])
+    sets = sum((["--set", f"train.{k}={v}"] for k, v in {**TINY, "epochs": 1, "lr": "0.000001"}.items()), [])
     assert main(["train", "--workspace", str(ws), *sets]) == 0
     out = capsys.readouterr()
     mv, model, pop = gate_tags(ws, "1")
