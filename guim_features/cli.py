@@ -22,7 +22,7 @@ COMMANDS = {
                "guim ingest --source movielens --path ml-100k --workspace ml100k"),
     "sequences": ("guim_features.sequences", "Build silver tables: item index, features, sequences, labels",
                   "guim sequences --workspace ml100k --set sequences.max_len=1000"),
-    "train": ("guim_features.train", "Train GUIM and register it in MLflow as alias 'challenger'",
+    "train": ("guim_features.train", "Train GUIM, register it in MLflow; alias 'challenger' if it beats popularity on valid",
               "guim train --workspace ml100k --set train.epochs=20"),
     "embed": ("guim_features.embed", "Batch-export user mixtures and item vectors to gold Delta tables",
               "guim embed --workspace ml100k --backfill 1998-03-01 1998-04-01 --every 1w"),

@@ -191,7 +191,7 @@ class TrainConfig:
     # -- outputs ---------------------------------------------------------------------------
     checkpoint_dir: str = opt("checkpoints", "Checkpoint folder, relative to the workspace (--resume reads it)")
     experiment: str = opt("guim", "MLflow experiment name")
-    model_name: str = opt("guim", "MLflow registered model name (each run adds a version, alias 'challenger')")
+    model_name: str = opt("guim", "MLflow registered model name (each run adds a version; alias 'challenger' when it beats popularity on valid)")
     log_every: int = opt(20, "Log step metrics to MLflow every N steps")
 
 

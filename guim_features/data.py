@@ -37,12 +37,15 @@ def delta_table(cfg, name: str):
                         f"run `guim ingest` and `guim sequences` on this workspace first") from None
 
 
-def table_versions(cfg, names=("item_index", "item_features", "user_sequences", "vocab")) -> dict:
-    """Delta version of each table read (logged as MLflow tags)."""
+def table_versions(cfg, names=("item_index", "item_features", "user_sequences", "vocab"),
+                   with_id: bool = False) -> dict:
+    """Delta version of each table read (logged as MLflow tags); ``with_id``: ``"<table id>@<version>"``,
+    which also tells a table deleted and rebuilt up to the same version from the original."""
     out = {}
     for n in names:
         try:
-            out[n] = delta_table(cfg, n).version()
+            dt = delta_table(cfg, n)
+            out[n] = f"{dt.metadata().id}@{dt.version()}" if with_id else dt.version()
         except GuimError:
             out[n] = None
     return out

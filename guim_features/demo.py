@@ -3,8 +3,12 @@
 ingest (synthetic Taobao-like log) -> sequences -> train (``demo.train_epochs``) -> embed ->
 publish -> one recommendation -> a summary of what was made and where. Each step is the stage's
 own ``run(cfg, args)`` with the arguments its CLI command would get, so the demo is exactly what
-a user would type, in order; a workspace that already has data is updated like the stages do
-(re-ingesting the same seed adds nothing; training adds a model version).
+a user would type, in order. A rerun reuses what is unchanged: re-ingesting the same seed adds
+nothing, the silver tables stay as they are, training is skipped when a registered version was
+trained on these exact silver tables with this exact configuration (``registry.trained_version``),
+and embedding with that version adds no gold rows (no user's history changed, its items are
+already exported). Embed and publish are given that version explicitly. A model no better than
+popularity is registered without alias challenger; the demo then stops before publishing it.
 """
 from __future__ import annotations
 
@@ -35,6 +39,29 @@ def _size(path: Path) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def _train(cfg):
+    """The train step: reuse the version trained on these silver tables with this config, else train.
+    Returns (exit code, model version or None)."""
+    from . import train
+    from .errors import GuimError
+    from .registry import trained_version
+
+    mv = trained_version(cfg, cfg.train)
+    if mv is not None:
+        print(f"model version {mv.version} was trained on these silver tables with this configuration: "
+              f"reusing it, nothing to train")
+    else:
+        rc = train.run(cfg, _args("train", cfg))
+        if rc:
+            return rc, None
+        mv = trained_version(cfg, cfg.train)
+    if mv.tags.get("gate.decision") != "accepted":
+        raise GuimError(f"model version {mv.version} is not better than popularity "
+                        f"({mv.tags.get('gate.reason', 'no comparison recorded')}), so the demo neither embeds "
+                        f"nor publishes it; train longer, e.g. --set demo.train_epochs={2 * cfg.train.epochs}")
+    return 0, mv.version
+
+
 def run(cfg, args) -> int:
     """CLI entry: ``guim demo [--workspace DIR]``."""
     from .config import replace
@@ -43,11 +70,16 @@ def run(cfg, args) -> int:
     t_all = time.perf_counter()
     times = {}
     stage_cfg = replace(cfg, train=replace(cfg.train, epochs=cfg.demo.train_epochs))
+    name, version = cfg.train.model_name, None
     for step in STEPS:
         print(f"\n== guim {step} " + "=" * (60 - len(step)), flush=True)
         t0 = time.perf_counter()
-        extra = ("--source", "synthetic") if step == "ingest" else ()
-        rc = importlib.import_module(f"guim_features.{step}").run(stage_cfg, _args(step, cfg, *extra))
+        if step == "train":
+            rc, version = _train(stage_cfg)
+        else:
+            extra = {"ingest": ("--source", "synthetic"), "embed": ("--model-uri", f"models:/{name}/{version}"),
+                     "publish": ("--model-version", str(version))}.get(step, ())
+            rc = importlib.import_module(f"guim_features.{step}").run(stage_cfg, _args(step, cfg, *extra))
         times[step] = time.perf_counter() - t0
         if rc:
             return rc
@@ -65,7 +97,7 @@ def run(cfg, args) -> int:
     print(f"  workspace     {ws}  (config: {ws / 'guim.yaml'})")
     print(f"  lakehouse     {cfg.resolve(cfg.paths.lakehouse)}  bronze/silver/gold Delta tables, "
           f"{_size(Path(cfg.resolve(cfg.paths.lakehouse)))}")
-    print(f"  mlflow        {cfg.mlflow_uri}  model '{cfg.train.model_name}', alias challenger "
+    print(f"  mlflow        {cfg.mlflow_uri}  model '{name}' version {version} "
           f"(mlflow ui --backend-store-uri {cfg.mlflow_uri})")
     print(f"  feast repo    {repo_dir(cfg)}  views user_interests, item_embedding; service guim_embeddings_v1")
     print(f"  item index    {ann_dir(cfg)}  {_size(ann_dir(cfg))}")

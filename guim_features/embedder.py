@@ -142,6 +142,23 @@ def _find_checkpoint(folder: Path) -> Path:
     return hits[0]
 
 
+def _missing_hint(client, name: str, alias: str) -> str:
+    """What to do when ``models:/name@alias`` does not resolve: name the newest version that the
+    popularity gate kept from alias challenger, if that is why."""
+    import mlflow
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        versions = []
+    newest = max(versions, key=lambda mv: int(mv.version), default=None)
+    if alias == "challenger" and newest is not None and newest.tags.get("gate.decision") == "refused":
+        return (f"version {newest.version} was registered without alias {alias!r} because it is not better than "
+                f"popularity ({newest.tags.get('gate.reason', '')}); train a better model, or pass "
+                f"--model-uri models:/{name}/{newest.version} to use it anyway")
+    return "train one with `guim train`"
+
+
 def load_embedder(model_uri: str, tracking_uri: str | None = None, device: str = "cpu") -> Embedder:
     """``models:/guim@challenger``, ``models:/guim/3``, ``runs:/<id>/model``, a pyfunc folder or a model.pt."""
     p = Path(model_uri)
@@ -167,7 +184,7 @@ def load_embedder(model_uri: str, tracking_uri: str | None = None, device: str =
                 version = name.split("/", 1)[1]
         except mlflow.exceptions.MlflowException as e:
             raise GuimError(f"model {model_uri!r} not in the registry at {mlflow.get_registry_uri()} "
-                            f"({e.message.splitlines()[0]}); train one with `guim train`") from None
+                            f"({e.message.splitlines()[0]}); {_missing_hint(client, name, ref)}") from None
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except mlflow.exceptions.MlflowException as e:

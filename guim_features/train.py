@@ -6,8 +6,11 @@ full-ranking Recall/NDCG@20 on a fixed sample of valid users every epoch (``trai
 the final valid and test metrics rank every user), early stopping on valid NDCG@20, a stop with
 the step named if the loss is not finite, a checkpoint every epoch (``<workspace>/checkpoints/last.pt``)
 and ``--resume`` to continue an unfinished run. The best epoch's weights are tested, saved with
-their config, logged to MLflow and registered as a new version of ``guim`` with alias
-``challenger`` (guim_features/registry.py).
+their config, logged to MLflow and registered as a new version of ``guim``. The version gets alias
+``challenger`` only when its valid Recall@20 beats a popularity ranking of the same valid split
+(same users, same metric, their earlier items excluded): a model that learned nothing is never
+served by default; otherwise it is registered without the alias and a loud message gives both
+numbers (guim_features/registry.py).
 
 Python API: ``train_model(cfg, seed=..., overrides={...}, mlflow_log=..., register=...)``.
 Several processes: ``guim train --num-processes N`` starts PyTorch DDP (gloo on CPU, nccl on
@@ -38,6 +41,8 @@ class TrainResult:
     model_version: str | None = None       # registered version of train.model_name, if registered
     run_id: str | None = None              # MLflow run id, if logged
     history: list = field(default_factory=list)   # per-epoch dicts (loss, valid metrics, seconds)
+    challenger: bool = False               # the registered version got alias challenger (it beat popularity)
+    gate: str = ""                         # the comparison with popularity behind that decision
 
 
 def _train_config(cfg, seed, overrides):
@@ -62,28 +67,47 @@ def _device(tc):
     return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def _rank_split(cfg, which: str, L: int, batch_size: int, score, max_users: int = 0, seed: int = 0,
+                skip_users: frozenset = frozenset()) -> dict:
+    """Mean Recall/NDCG@10/20 of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
+    (data.rank_metrics: the user's earlier items excluded, ties count against the target)."""
+    from .data import eval_batches, rank_metrics
+
+    tot: dict = {}
+    for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
+        for k, v in rank_metrics(score(b), b["target"], b["seen"]).items():
+            tot[k] = tot.get(k, 0.0) + v
+    n = max(tot.pop("n", 0.0), 1.0)
+    return {f"{which}_{k}": v / n for k, v in tot.items()}
+
+
 def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
              skip_users: frozenset = frozenset()) -> dict:
     """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
     against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation)."""
     import torch
 
-    from .data import eval_batches, rank_metrics
-
     model.eval()
-    tot: dict = {}
     with torch.no_grad():
         cat = model.catalogue()                                              # (V - 3, d)
-        for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
+
+        def score(b):
             t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
             interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
             s = model.logits(interests.float(), weights.float(), cat.float())  # (B, V - 3)
-            s = torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
-            for k, v in rank_metrics(s, b["target"], b["seen"]).items():
-                tot[k] = tot.get(k, 0.0) + v
-    n = max(tot.pop("n", 0.0), 1.0)
-    return {f"{which}_{k}": v / n for k, v in tot.items()}
+            return torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
+
+        return _rank_split(cfg, which, L, batch_size, score, max_users, seed, skip_users)
+
+
+def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
+                       skip_users: frozenset = frozenset()) -> dict:
+    """The same metrics for the popularity ranking (``counts``: training-part occurrences per item_idx),
+    on the same users, targets and exclusions as :func:`evaluate` — the floor a model must beat."""
+    s = np.asarray(counts, np.float32)
+    return _rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))),
+                       skip_users=skip_users)
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -151,7 +175,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     model = GUIM(model_args(tc, bank.sizes()))
     model.tower.set_bank(bank.arrays())
     skip = frozenset(exclude_users)
-    model.set_popularity(item_counts(cfg, bank.n_items, skip) + 1.0)
+    counts = item_counts(cfg, bank.n_items, skip)
+    model.set_popularity(counts + 1.0)
     torch.manual_seed(tc.seed)   # same initial weights on every rank (DDP also broadcasts them)
     model.to(device)
     stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world, skip)
@@ -179,6 +204,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         best_state = state["best_state"]
         torch.set_rng_state(state["torch_rng"])
     versions = table_versions(cfg)
+    fingerprint = registry.training_fingerprint(cfg, tc)
     logger = registry.RunLogger(cfg, tc, versions, run_id) if (mlflow_log and rank == 0) else None
     amp = device.type == "cuda" and tc.amp
     loss_fn = _compiled(net, tc, device)
@@ -254,20 +280,28 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, skip_users=skip),
                "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
+    pop = popularity_metrics(cfg, counts, "valid", tc.max_len, tc.eval_batch_size, skip_users=skip)
+    metrics.update({f"popularity_{k}": pop[k] for k in ("valid_recall@20", "valid_ndcg@20")})
     meta = {"train_config": dataclasses.asdict(tc), "table_versions": versions, "metrics": metrics}
     emb = Embedder(model.cpu(), meta)
-    version = None
+    version, accepted, reason = None, False, ""
     if rank == 0:
         final = emb.save(ckdir / CHECKPOINT)
         if logger:
-            version = logger.finish(emb, final, metrics, history, register=register)
+            version, accepted, reason = logger.finish(emb, final, metrics, history, register, fingerprint)
             run_id = logger.run_id
+        if version and not accepted:
+            print(f"\n*** model version {version} was registered WITHOUT alias 'challenger': it is not better "
+                  f"than ranking items by popularity on the valid split ({reason}; same users, their earlier "
+                  f"items excluded).\n*** `guim embed`, `guim bench` and `guim promote` will not pick it up. "
+                  f"Train longer or differently (train.epochs, train.lr) or check the data; to use it anyway: "
+                  f"--model-uri models:/{tc.model_name}/{version}\n", file=sys.stderr)
         if last.exists():
             last.unlink()                                                     # the run is finished
     if ddp:
         dist.barrier()
     emb.model_version = version
-    return TrainResult(emb, metrics, version, run_id, history)
+    return TrainResult(emb, metrics, version, run_id, history, accepted, reason)
 
 
 class _Guarded:
@@ -365,7 +399,8 @@ def _print_result(res: TrainResult) -> None:
     print(f"test Recall@20 {m['test_recall@20']:.4f}  NDCG@20 {m['test_ndcg@20']:.4f}  "
           f"(valid Recall@20 {m['valid_recall@20']:.4f}, best epoch {m['best_epoch']}/{m['epochs']})")
     if res.model_version:
-        print(f"registered model version {res.model_version} (alias challenger), run {res.run_id}")
+        alias = "alias challenger" if res.challenger else "WITHOUT alias challenger: not better than popularity"
+        print(f"registered model version {res.model_version} ({alias}: {res.gate}), run {res.run_id}")
 
 
 if __name__ == "__main__":   # the torchrun entry point of `guim train --num-processes N`

@@ -5,6 +5,10 @@ near the category's centroid, a title token per category). Each user has 1-3 pla
 categories and, per event, picks one of them and the item that follows their previous item of
 that category in a fixed per-category cycle (with some noise) — so the next item is predictable
 from the history and users with several interests have several distinct "threads".
+
+``popularity`` > 0 plants nothing instead: every event is an independent draw from
+p(item) ∝ rank^-popularity over the whole catalogue, so the history says nothing about the next
+item and ranking by popularity is the best any model can do.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ I32, I64, F32 = pa.int32(), pa.int64(), pa.float32()
 
 
 def write_silver(lakehouse: Path, users: int = 200, items: int = 120, categories: int = 6, events: int = 30,
-                 seed: int = 0, noise: float = 0.15) -> dict:
+                 seed: int = 0, noise: float = 0.15, popularity: float = 0.0) -> dict:
     rng = np.random.default_rng(seed)
     lakehouse = Path(lakehouse)
     idx = np.arange(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + items)
@@ -54,6 +58,9 @@ def write_silver(lakehouse: Path, users: int = 200, items: int = 120, categories
             c = int(rng.choice(mine))
             pos[c] = (pos[c] + 1) % len(by_cat[c]) if rng.random() > noise else int(rng.integers(len(by_cat[c])))
             seq.append(int(by_cat[c][pos[c]]))
+        if popularity > 0:
+            p = np.arange(1, items + 1, dtype=float) ** -popularity
+            seq = [int(i) for i in rng.choice(idx, size=events, p=p / p.sum())]
         n = len(seq)
         split = [TRAIN] * (n - 2) + [VALID, TEST]
         ts = list(1_700_000_000 + np.cumsum(rng.integers(60, 3600, n)))

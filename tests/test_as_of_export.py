@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from guim_features.config import load_config
+from guim_features.config import load_config, replace
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 T = datetime(2026, 1, 8, tzinfo=timezone.utc)          # the as-of time of test (a)
@@ -69,6 +69,8 @@ def trained(spark, tmp_path_factory):
     sequences.main(cfg, spark=spark, quiet=True)
     res = train_model(cfg, overrides={"epochs": 1, "d": 8, "K": 2, "layers": 1, "heads": 1, "max_len": 6},
                       progress=False)
+    # export this version by number: one epoch need not beat popularity, which alias challenger requires
+    cfg = replace(cfg, embed=replace(cfg.embed, model_uri=f"models:/guim/{res.model_version}"))
     return cfg, rows, res.model_version
 
 
@@ -145,7 +147,6 @@ def test_incremental_run_writes_only_changed_users(trained, spark):
 @pytest.mark.parametrize("offline_store", ["file", "spark"])
 def test_label_event_never_in_the_joined_snapshot(trained, spark, offline_store):
     from guim_features import embed, publish
-    from guim_features.config import replace
     from guim_features.embedder import load_embedder
     from guim_features.features import training_set
 

@@ -70,7 +70,11 @@ def test_bench_cli_report_mlflow_and_promote(synth_ws, spark, monkeypatch, capsy
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config(synth_ws, SMALL)
+    client = MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri)
     v = train_model(cfg, seed=0, mlflow_log=True, register=True, progress=False).model_version
+    # the bench -> promote path starts from the version the user made challenger; two epochs on this
+    # small log need not beat popularity, which the automatic alias asks for (tested in test_train.py)
+    client.set_registered_model_alias("guim", "challenger", v)
     sets = sum((["--set", s] for s in SMALL + ["bench.methods=[random,popularity,model]"]), [])
     assert main(["bench", "--workspace", str(synth_ws), "--seeds", "2", *sets]) == 0
     out = capsys.readouterr().out
@@ -80,7 +84,6 @@ def test_bench_cli_report_mlflow_and_promote(synth_ws, spark, monkeypatch, capsy
     assert (folder / "bench.png").stat().st_size > 1000 and (folder / "bench.md").exists()
     assert len(rep["results"]["random"]["next_item"]["recall@20"]["values"]) == 2   # seeded: 2 runs
     assert len(rep["results"]["model"]["next_item"]["recall@20"]["values"]) == 1    # fixed model: 1
-    client = MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("guim-bench").experiment_id])
     assert np.isclose(runs[0].data.metrics["model.next_item.recall_at_20"],
                       rep["results"]["model"]["next_item"]["recall@20"]["mean"])
@@ -91,6 +94,7 @@ def test_bench_cli_report_mlflow_and_promote(synth_ws, spark, monkeypatch, capsy
     assert main(["promote", "--workspace", str(synth_ws), *sets]) == 0
     v2 = train_model(cfg, seed=1, overrides={"epochs": 1}, mlflow_log=True, register=True,
                      progress=False).model_version
+    client.set_registered_model_alias("guim", "challenger", v2)
     code = main(["promote", "--workspace", str(synth_ws), *sets])
     decision = client.get_model_version("guim", str(v2)).tags["promote.decision"]
     assert (code, decision) in ((0, "accepted"), (1, "refused"))

@@ -15,8 +15,10 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     from guim_features.publish import ann_dir
 
     ws = tmp_path / "demo"
-    sets = ["ingest.users=120", "ingest.items=80", "ingest.events_per_user=15", "demo.train_epochs=1",
-            "train.d=16", "train.layers=1", "train.heads=1", "demo.k=5"]
+    # trained enough to beat popularity, which alias challenger and the demo's publishing ask for
+    sets = ["ingest.users=120", "ingest.items=80", "ingest.events_per_user=15", "demo.train_epochs=10",
+            "train.batch_size=16", "train.warmup_steps=5", "train.d=16", "train.layers=1", "train.heads=1",
+            "demo.k=5"]
     argv = ["demo", "--workspace", str(ws)] + [a for s in sets for a in ("--set", s)]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -38,3 +40,13 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     rec = [line for line in out.splitlines() if line.startswith("top 5 for user")]
     assert rec and "(model version 1)" in rec[0]
     assert "== summary" in out and "guim recommend" in out
+    assert client.get_model_version("guim", "1").tags["gate.decision"] == "accepted"
+
+    # a rerun on the same data and config: the version is reused, gold gains nothing
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "model version 1 was trained on these silver tables with this configuration: reusing it" in out
+    assert [str(mv.version) for mv in client.search_model_versions("name = 'guim'")] == ["1"]
+    assert DeltaTable(cfg.table("user_embeddings")).to_pandas()["user_id"].value_counts().max() == 1
+    assert len(DeltaTable(cfg.table("item_embeddings")).to_pandas()) == len(feats)
+    assert "(model version 1)" in out

@@ -28,10 +28,11 @@ def test_quickstart_notebook_leak_free_and_leaky(tmp_path, spark):
         assert main(cmd + ["--workspace", ws] + sets) == 0, cmd
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    os.environ["GUIM_WORKSPACE"] = ws
+    # run where Jupyter runs it (notebooks/) with a workspace given relative to the repository root
+    os.environ["GUIM_WORKSPACE"] = os.path.relpath(ws, NOTEBOOK.parents[1])
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+                                resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     finally:
         os.environ.pop("GUIM_WORKSPACE", None)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))

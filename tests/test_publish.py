@@ -190,7 +190,7 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     write_deltalake(cfg.table("item_features"), pa.table(cold), mode="append")
     res = train_model(cfg, overrides={"epochs": 1, "d": 8, "K": 2, "layers": 1, "heads": 1, "max_len": 8},
                       progress=False)
-    args = argparse.Namespace(model_uri=None)
+    args = argparse.Namespace(model_uri=f"models:/guim/{res.model_version}")   # one epoch: maybe not challenger
     assert embed.run(cfg, args) == 0
     users = DeltaTable(cfg.table("user_embeddings")).to_pandas()
     items = DeltaTable(cfg.table("item_embeddings")).to_pandas()

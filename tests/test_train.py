@@ -1,4 +1,5 @@
-"""Trainer: quality on planted interests, K = 1, resume after a crash, DDP."""
+"""Trainer: quality on planted interests, the popularity gate on alias challenger, K = 1, resume
+after a crash, DDP."""
 from __future__ import annotations
 
 import os
@@ -27,22 +28,69 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_k4(planted):
+    """Registered in the planted workspace's MLflow (version 1)."""
     from guim_features.train import train_model
 
     ws, _ = planted
-    return train_model(load_config(ws), overrides={**TINY, "K": 4}, mlflow_log=False, register=False,
-                       progress=False)
+    return train_model(load_config(ws), overrides={**TINY, "K": 4}, progress=False)
 
 
-def popularity_recall20(info) -> float:
-    """Hand-written popularity ranking: train counts, user's earlier items excluded, test target."""
+def popularity_recall20(info, target: int = -1) -> float:
+    """Hand-written popularity ranking: train counts, the user's items before the target excluded;
+    target -1 = the test event, -2 = the valid event."""
     counts = Counter(v for seq, sp in zip(info["sequences"], info["splits"]) for v, s in zip(seq, sp) if s == 0)
     hits = 0
     for seq in info["sequences"]:
-        seen = set(seq[:-1])
+        seen = set(seq[:target])
         ranked = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in seen][:20]
-        hits += seq[-1] in ranked
+        hits += seq[target] in ranked
     return hits / len(info["sequences"])
+
+
+def gate_tags(ws, version: str) -> tuple:
+    import mlflow
+
+    cfg = load_config(ws)
+    mv = mlflow.MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri).get_model_version("guim", version)
+    return (mv, float(mv.tags["gate.valid_recall_at_20.model"]), float(mv.tags["gate.valid_recall_at_20.popularity"]))
+
+
+def test_a_model_that_learned_the_structure_becomes_the_challenger(trained_k4, planted):
+    ws, info = planted
+    mv, model, pop = gate_tags(ws, trained_k4.model_version)
+    # the ranking it is compared with is popularity on the valid event (hand-written; ties broken
+    # differently, hence the tolerance)
+    assert pop == pytest.approx(popularity_recall20(info, -2), abs=0.02)
+    assert model > pop and mv.tags["gate.decision"] == "accepted" and "challenger" in mv.aliases
+    assert trained_k4.challenger and f"{model:.4f} > popularity {pop:.4f}" in trained_k4.gate
+
+
+def test_a_model_no_better_than_popularity_is_registered_without_the_alias(tmp_path, capsys):
+    """Events drawn independently from a skewed popularity: nothing in a history predicts the next
+    item, so counting items is the best ranking there is. One epoch at a learning rate of 1e-6
+    leaves the model where it started, far below it."""
+    from silver import write_silver
+
+    from guim_features.cli import main
+    from guim_features.embedder import load_embedder
+    from guim_features.errors import GuimError
+
+    ws = tmp_path / "ws"
+    info = write_silver(ws / "lakehouse", users=150, items=100, events=12, popularity=1.0)
+    sets = sum((["--set", f"train.{k}={v}"] for k, v in {**TINY, "epochs": 1, "lr": "0.000001"}.items()), [])
+    assert main(["train", "--workspace", str(ws), *sets]) == 0
+    out = capsys.readouterr()
+    mv, model, pop = gate_tags(ws, "1")
+    assert pop == pytest.approx(popularity_recall20(info, -2), abs=0.02) and pop > 0.25
+    assert model < pop and mv.tags["gate.decision"] == "refused" and mv.aliases == []
+    assert f"valid Recall@20 {model:.4f} <= popularity {pop:.4f}" in out.err
+    assert "registered WITHOUT alias 'challenger'" in out.err
+    assert "registered model version 1 (WITHOUT alias challenger" in out.out
+    cfg = load_config(ws)
+    # what `guim embed` says when the default model is missing for this reason
+    with pytest.raises(GuimError, match="version 1 was registered without alias 'challenger' because it is not "
+                                        "better than popularity"):
+        load_embedder("models:/guim@challenger", tracking_uri=cfg.mlflow_uri)
 
 
 def test_k4_beats_popularity_twice(trained_k4, planted):
@@ -145,7 +193,7 @@ def test_ddp_two_processes_train_register_and_predict(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered model version 1" in out.stdout
     code = ("import mlflow, numpy as np, pandas as pd; mlflow.set_tracking_uri(%r); "
-            "m = mlflow.pyfunc.load_model('models:/guim@challenger'); "
+            "m = mlflow.pyfunc.load_model('models:/guim/1'); "
             "o = m.predict(pd.DataFrame({'item_idx': [np.array([3, 4, 5])], 'behavior': [np.array([1, 1, 1])],"
             " 'gaps': [np.array([0, 1, 2])]})); print(len(o['interests'][0]), len(o['weights'][0]))"
             % load_config(ws).mlflow_uri)
