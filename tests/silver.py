@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from guim_features.config import load_config
 from guim_features.schemas import FIRST_ITEM_INDEX, TEST, TRAIN, VALID
 
 I32, I64, F32 = pa.int32(), pa.int64(), pa.float32()
@@ -27,6 +28,7 @@ def write_silver(lakehouse: Path, users: int = 200, items: int = 120, categories
                  seed: int = 0, noise: float = 0.15, popularity: float = 0.0) -> dict:
     rng = np.random.default_rng(seed)
     lakehouse = Path(lakehouse)
+    load_config(lakehouse.parent)     # the workspace around it (guim.yaml), as `guim ingest` would make
     idx = np.arange(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + items)
     cat = (idx - FIRST_ITEM_INDEX) % categories                    # planted category of each item
     centroids = rng.normal(size=(categories, 8))

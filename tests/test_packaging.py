@@ -73,10 +73,11 @@ def test_feast_template_is_package_data_and_the_top_level_folder_is_the_same_one
     assert (ROOT / "feature_repo").resolve() == (ROOT / "guim_features" / "feature_repo").resolve()
 
 
-def test_item2vec_without_gensim_names_the_extra(monkeypatch):
+def test_item2vec_without_gensim_names_the_extra(monkeypatch, tmp_path):
     from guim_features.bench.baselines.item2vec import Item2Vec
+    from guim_features.config import load_config
     from guim_features.errors import GuimError
 
     monkeypatch.setitem(sys.modules, "gensim", None)         # import gensim -> ImportError
     with pytest.raises(GuimError, match=r"pip install 'guim-features\[bench\]'"):
-        Item2Vec(None).embed(None, seed=0)
+        Item2Vec(load_config(tmp_path)).embed(None, seed=0)
