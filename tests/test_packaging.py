@@ -78,6 +78,7 @@ def test_item2vec_without_gensim_names_the_extra(monkeypatch, tmp_path):
     from guim_features.config import load_config
     from guim_features.errors import GuimError
 
-    monkeypatch.setitem(sys.modules, "gensim", None)         # import gensim -> ImportError
+    for name in ("gensim", "gensim.models"):                 # import gensim(.models) -> ImportError,
+        monkeypatch.setitem(sys.modules, name, None)         # even after another test imported it
     with pytest.raises(GuimError, match=r"pip install 'guim-features\[bench\]'"):
         Item2Vec(load_config(tmp_path)).embed(None, seed=0)
