@@ -135,9 +135,9 @@ class RunLogger:
             items = write_item_map(self.cfg, self.versions.get("item_index"), Path(tmp) / "item_index.parquet")
             with mlflow.start_run(run_id=self.run_id):
                 info = log_pyfunc(embedder, checkpoint, items)
-        accepted, reason = challenger_gate(metrics)
-        version = None
+        version, accepted, reason = None, False, ""
         if register:
+            accepted, reason = challenger_gate(metrics)
             key = GATE_METRIC.replace("@", "_at_")
             tags = {"gate.decision": "accepted" if accepted else "refused", "gate.reason": reason,
                     f"gate.{key}.model": f"{metrics[GATE_METRIC]:.6f}",
