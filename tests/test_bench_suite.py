@@ -100,3 +100,20 @@ def test_bench_cli_report_mlflow_and_promote(synth_ws, spark, monkeypatch, capsy
     assert (code, decision) in ((0, "accepted"), (1, "refused"))
     champion = client.get_model_version_by_alias("guim", "champion").version
     assert str(champion) == (str(v2) if code == 0 else str(v))
+
+
+def test_workspace_without_users_table_skips_user_profile_only(synth_ws, tmp_path):
+    """Data with no users file (Amazon Sports) has no labels_users: the probe is skipped with the
+    reason, the other tasks run."""
+    import shutil
+
+    from guim_features.bench import make_methods, run_suite
+    from guim_features.bench.data import BenchData
+
+    ws = tmp_path / "ws"
+    shutil.copytree(synth_ws, ws)
+    shutil.rmtree(ws / "lakehouse" / "labels_users")
+    cfg = load_config(ws, SMALL + ["bench.methods=[popularity]", "bench.tasks=[user_profile,next_item]"])
+    rep = run_suite(cfg, BenchData.load(cfg), make_methods(cfg), seeds=1, log=lambda s: None)
+    assert set(rep["results"]["popularity"]) == {"next_item"}
+    assert "no users table" in str(rep["skipped_tasks"])

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import GuimError
 from ..schemas import FIRST_ITEM_INDEX, TEST, TRAIN, VALID
 
-NEEDED = ("item_index", "user_sequences", "labels_users", "labels_items", "labels_future")
+NEEDED = ("item_index", "user_sequences", "labels_items", "labels_future")
 
 
 def read_table(location: str, name: str, versions: dict | None = None):
@@ -54,6 +54,12 @@ class BenchData:
         """Read the silver tables of ``cfg``'s workspace."""
         versions: dict = {}
         t = {n: read_table(cfg.table(n), n, versions) for n in NEEDED}
+        try:  # written only when a users table was ingested; user_profile skips without it
+            t["labels_users"] = read_table(cfg.table("labels_users"), "labels_users", versions)
+        except GuimError:
+            import pandas as pd
+
+            t["labels_users"] = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
         try:
             feats = read_table(cfg.table("item_features"), "item_features", versions)
         except GuimError:

@@ -52,6 +52,8 @@ def evaluate(data, emb, cfg) -> dict:
         if aucs:
             out["planted_interests_auc"] = float(np.mean(aucs))
     if not out:
+        if len(lu) == 0:
+            raise Skip("no user attributes: this workspace ingested no users table (guim ingest --users FILE)")
         raise Skip("labels_users has no attribute with two classes of at least bench.min_class_size users")
     out["mean"] = float(np.mean(list(out.values())))
     return out
