@@ -78,15 +78,22 @@ def gold_items(rows) -> pa.Table:
                      "snapshot_date": pa.array([t.date() for t in rows["event_timestamp"]], pa.date32())})
 
 
-def applied_store(folder, sets):
-    """An applied Feast repository of the guim views (K x D), via guim publish's own repo writer."""
+def applied_store(folder, sets, online_extra=None):
+    """An applied Feast repository of the guim views (K x D), via guim publish's own repo writer;
+    ``online_extra``: more keys for the online_store section of feature_store.yaml."""
     import pyarrow.dataset as ds
+    import yaml
 
     from guim_features import publish
     from guim_features.config import load_config
 
     cfg = load_config(folder, sets)
     repo, _ = publish.write_repo(cfg, K, D, "7", ds.dataset(gold_users(FIRST)), ds.dataset(gold_items(ITEMS_1)))
+    if online_extra:
+        staged = publish.staged(repo, "feature_store.yaml")
+        doc = yaml.safe_load(staged.read_text())
+        doc["online_store"].update(online_extra)
+        staged.write_text(yaml.safe_dump(doc))
     store = publish.feast_apply(repo, staged_config=True)
     publish.commit_repo(repo)
     return store
@@ -128,12 +135,16 @@ def read_back(store, ids):
                                      entity_rows=[{"user_id": u} for u in ids]).to_dict()["interest_0"]
 
 
-def test_sqlite_bytes_equal_feast(tmp_path):
-    feast_store = applied_store(tmp_path / "feast", [])
-    our_store = applied_store(tmp_path / "ours", [])
+@pytest.mark.parametrize("value_num", [False, True])
+def test_sqlite_bytes_equal_feast(tmp_path, value_num):
+    """Also with enable_openai_compatible_store, where Feast's table has a value_num column it fills."""
+    extra = {"enable_openai_compatible_store": True} if value_num else None
+    feast_store = applied_store(tmp_path / "feast", [], extra)
+    our_store = applied_store(tmp_path / "ours", [], extra)
     write_both(feast_store, our_store)
     expected, got = sqlite_dump(feast_store), sqlite_dump(our_store)
     cols, rows = expected["guim_user_interests"]
+    assert ("value_num" in cols) == value_num
     assert len(rows) == (31 + 2) * (K + 2)               # 31 + 2 new users, K interests + weights + version
     assert got == expected
     # Feast's SQLite writer keeps no newer row: the older second write of u00 replaced the first
