@@ -197,3 +197,13 @@ def test_other_feast_versions_refused():
     check_feast_version("0.67.0")
     with pytest.raises(GuimError, match="not 0.68.0: use --set publish.materialize=feast_write"):
         check_feast_version("0.68.0")
+
+
+def test_unknown_path_refused(tmp_path):
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+    from guim_features.online import check_path
+
+    assert check_path(load_config(tmp_path / "ws")) == "feast_write"
+    with pytest.raises(GuimError, match="publish.materialize='quick': expected one of feast_write, fast, feast"):
+        check_path(load_config(tmp_path / "ws", ["publish.materialize=quick"]))
