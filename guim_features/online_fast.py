@@ -160,7 +160,7 @@ def _write_sqlite(store, view, keys, values, event_us, progress) -> None:
     inv, instants = _datetimes(event_us)
     # Feast's SQLite adapter: int(datetime.timestamp()) of the naive UTC time (whole seconds)
     seconds = [int(t.replace(tzinfo=None).timestamp()) for t in instants]
-    num = ("value_num" in cols) * (None,)
+    num = (None,) if "value_num" in cols else ()
     order = sorted(range(len(keys)), key=keys.__getitem__)   # key order keeps B-tree inserts local; stable
     for start in range(0, len(keys), CHUNK):
         stop = min(start + CHUNK, len(keys))
