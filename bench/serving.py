@@ -1,15 +1,15 @@
-"""Serving benchmark: online lookup + multi-interest retrieval, and materialization.
+"""Serving benchmark: online lookup + multi-interest retrieval.
 
     python bench/serving.py [--items 100000] [--users 20000] [--lookups 2000] [--k 20] [--K 4] [--d 64]
-                            [--feast-rows 2000] [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]
+                            [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]
 
 Unit-norm vectors: ``clustered`` (default; items around 200 random centres, user interests near
 items, as trained embeddings are) or ``uniform`` on the sphere. HNSW search time DOES depend on
 them: uniform vectors (no structure) are its worst case, ~2.5x slower here. For SQLite and for Redis
-(a throw-away ``redis-server`` on loopback unless ``--redis`` is given), in one run:
+(a throw-away ``redis-server`` on loopback unless ``--redis`` is given), in one run, after the
+``--users`` rows were written with Feast's public write (online write throughput per path:
+``bench/online_write.py``):
 
-- materialization throughput in user rows/s: the fast path (guim_features.online) over ``--users``
-  rows, and Feast's own ``materialize`` over ``--feast-rows`` rows, for comparison;
 - p50 / p95 / p99 latency over ``--lookups`` random users of: one ``guim recommend`` call
   (Feast lookup of K vectors + weights + version, HNSW search per interest, exact merge),
   next to its two floors: Feast's bare ``get_online_features`` for the same features, and the
@@ -71,29 +71,19 @@ def pct(xs) -> dict:
 
 
 def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> dict:
+    import pyarrow.dataset as ds
+
     from guim_features import online, publish
     from guim_features.config import load_config
     from guim_features.recommend import Recommender
 
     sets = [f"publish.online_store={kind}"] + ([f"publish.redis={conn}"] if kind == "redis" else [])
     cfg = load_config(root / kind, sets)
-    repo = publish.write_repo(cfg, args.K, args.d, "bench", users, items)
-    store = publish.feast_apply(repo)
-    out = {}
-    # -- materialization: the fast path over all users, Feast's own over a slice ----------
+    repo, _ = publish.write_repo(cfg, args.K, args.d, "bench", ds.dataset(users), ds.dataset(items))
+    store = publish.feast_apply(repo, staged_config=True)
+    publish.commit_repo(repo)
     t0 = time.perf_counter()
-    n = online.write_users(store, users, args.K)
-    out["fast_rows_per_s"] = n / (time.perf_counter() - t0)
-    if args.feast_rows:
-        # Feast's path re-reads the offline Parquet; give it a file holding only the slice
-        sub = users.slice(0, args.feast_rows)
-        cfg2 = load_config(root / f"{kind}_feast", sets)
-        repo2 = publish.write_repo(cfg2, args.K, args.d, "bench", sub, items.slice(0, 1))
-        store2 = publish.feast_apply(repo2)
-        t0 = time.perf_counter()
-        store2.materialize(start_date=datetime(2025, 12, 31, tzinfo=timezone.utc),
-                           end_date=datetime(2026, 1, 2, tzinfo=timezone.utc), feature_views=["user_interests"])
-        out["feast_rows_per_s"] = args.feast_rows / (time.perf_counter() - t0)
+    out = {"online_write_rows_per_s": online.write_users(store, users, args.K) / (time.perf_counter() - t0)}
     # -- latency ----------------------------------------------------------------------------
     rec = Recommender(cfg, store=store, index=index)
     rng = np.random.default_rng(1)
@@ -123,9 +113,8 @@ def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> di
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--users", type=int, default=20_000, help="user rows materialized (fast path)")
+    p.add_argument("--users", type=int, default=20_000, help="user rows written to the online store")
     p.add_argument("--lookups", type=int, default=2000, help="random users timed")
-    p.add_argument("--feast-rows", type=int, default=2000, dest="feast_rows", help="rows for Feast's own materialize")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--K", type=int, default=4)
     p.add_argument("--d", type=int, default=64)
@@ -145,8 +134,7 @@ def main(argv=None) -> int:
     index = ItemIndex.build(items["item_id"].to_pylist(), publish.matrix(items["vector"]), "bench", K=args.K,
                             score="max")
     build_s = time.perf_counter() - t0
-    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "feast_rows",
-                                                       "vectors")},
+    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "vectors")},
                "index_build_s": build_s}
     root = Path(tempfile.mkdtemp(prefix="guim_bench_"))
     try:
@@ -169,12 +157,6 @@ def main(argv=None) -> int:
                           ("floor: index search alone", "search")):
             q = r[key]
             print(f"| {kind} | {name} | {q['p50']:.3f} | {q['p95']:.3f} | {q['p99']:.3f} |")
-    print("\n| store | materialization | user rows/s |\n| --- | --- | --- |")
-    for kind in args.stores.split(","):
-        r = results[kind]
-        print(f"| {kind} | guim fast path ({args.users:,} rows) | {r['fast_rows_per_s']:,.0f} |")
-        if "feast_rows_per_s" in r:
-            print(f"| {kind} | Feast materialize ({args.feast_rows:,} rows) | {r['feast_rows_per_s']:,.0f} |")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     return 0

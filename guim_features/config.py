@@ -114,8 +114,10 @@ class PublishConfig:
     redis: str = opt("localhost:6379", "online_store=redis: Feast connection string host:port[,db=N][,password=…]")
     offline_store: str = opt("file", "Feast offline store: file (Parquet snapshots in the workspace) | spark "
                                      "(Spark reading the gold Delta tables directly)")
-    materialize: str = opt("fast", "fast (vectorised write into Feast's online table format) | feast (Feast's own "
-                                   "materialize from the epoch, ~1,500 rows/s)")
+    materialize: str = opt("feast_write", "Online write: feast_write (Feast's public write_to_online_store, "
+                                          "chunked) | fast (opt-in vectorised write into Feast's online tables, "
+                                          "Feast 0.67.0 only, byte-identical to feast_write) | feast (Feast's "
+                                          "materialize from the epoch; re-reads the offline store)")
     ann_m: int = opt(32, "HNSW graph degree M of the item index (faiss IndexHNSWFlat, inner product)")
     ann_ef_construction: int = opt(80, "HNSW efConstruction (build quality)")
     ann_ef_search: int = opt(64, "HNSW efSearch (query quality vs latency)")

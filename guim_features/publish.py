@@ -5,9 +5,9 @@ write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the p
 ``feature_repo/``, ``feature_store.yaml`` rendered from ``cfg.publish``, ``guim_model.json`` with
 K and d read from the exported vectors); refresh the offline sources (file store: Parquet
 snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
-Delta tables); Feast apply; materialize the newest snapshot of that version into the online
-store (fast vectorised write, see online.py, or Feast's ``materialize``); build the
-HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
+Delta tables); Feast apply; write the newest snapshot of that version into the online store
+(``publish.materialize``, see online.py: Feast's public ``write_to_online_store`` by default); build
+the HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
 model's MLflow run.
 
 A failed publish leaves the previous one serving: the online store is checked before anything is
@@ -384,7 +384,8 @@ def run(cfg, args) -> int:
     from .ann import ItemIndex
 
     t0 = time.perf_counter()
-    online.check_reachable(cfg)            # before anything is written: a failed publish changes nothing
+    online.check_path(cfg)                 # before anything is written: a failed publish changes nothing
+    online.check_reachable(cfg)
     if cfg.publish.offline_store == "spark":
         from .spark import get_spark
 

@@ -1,4 +1,4 @@
-"""guim publish: Feast repo, offline point-in-time joins, fast online materialization, item index."""
+"""guim publish: Feast repo, offline point-in-time joins, online materialization (each path), item index."""
 from __future__ import annotations
 
 import argparse
@@ -24,29 +24,13 @@ def _publish(cfg, version=None):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """Two snapshots (model 1 at T1, model 2 at T2) published with the defaults (SQLite, file, fast)."""
+    """Two snapshots (model 1 at T1, model 2 at T2) published with the defaults (SQLite, file, feast_write)."""
     from guim_features.config import load_config
 
     cfg = load_config(tmp_path_factory.mktemp("pub") / "ws")
     write_gold(cfg, USERS_V1, ITEMS, "1", T1)
     write_gold(cfg, USERS_V2, ITEMS, "2", T2)
     return cfg, _publish(cfg)
-
-
-def test_encoders_match_feast_bytes():
-    """Our vectorised encoders give exactly Feast's own bytes (ValueProto, entity key v3)."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import FloatList, Value
-
-    from guim_features import online
-
-    arr = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
-    for row, enc in zip(arr, online.encode_float_lists(arr)):
-        assert enc == Value(float_list_val=FloatList(val=row.tolist())).SerializeToString()
-    assert online.encode_string("v12") == Value(string_val="v12").SerializeToString()
-    for uid, key in zip(["u1", "ü-ñ" * 50], online.entity_keys("user_id", ["u1", "ü-ñ" * 50])):
-        assert key == serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]), 3)
 
 
 def test_repo_has_views_from_model_shape(published):
@@ -59,7 +43,7 @@ def test_repo_has_views_from_model_shape(published):
 
 
 def test_online_has_newest_snapshot(published):
-    """Read back with plain Feast: the fast write is what get_online_features returns."""
+    """Read back with plain Feast: the default write (Feast's write_to_online_store) of the newest rows."""
     _, store = published
     got = store.get_online_features(features=ALICE_FEATURES + ["item_embedding:vector"],
                                     entity_rows=[{"user_id": "alice", "item_id": "mix01"},
@@ -134,11 +118,13 @@ def test_failed_redis_publish_changes_nothing(published, capsys):
     assert [line.split()[1] for line in lines[2:]] == ["axis3", "mix23"]    # alice's version-2 interest 0
 
 
-def test_feast_materialize_agrees_with_fast_path(tmp_path):
-    """publish.materialize=feast (Feast's own path) stores the same values the fast path does."""
+@pytest.mark.parametrize("path", ["feast", "fast"])
+def test_other_materialize_paths_read_back(tmp_path, path):
+    """publish.materialize=feast (FeatureStore.materialize) and =fast (the opt-in writer, compared byte
+    for byte with Feast's in test_online_fast.py) serve bob's version-1 row through plain Feast."""
     from guim_features.config import load_config
 
-    cfg = load_config(tmp_path / "ws", ["publish.materialize=feast"])
+    cfg = load_config(tmp_path / "ws", [f"publish.materialize={path}"])
     write_gold(cfg, USERS_V1, ITEMS, "1", T1)
     store = _publish(cfg)
     got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "bob"}]).to_dict()
