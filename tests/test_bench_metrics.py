@@ -188,6 +188,22 @@ def test_probes_recover_planted_labels_and_random_vectors_do_not():
     assert abs(item_demand.evaluate(d, noise, CFG)["spearman"]) < 0.5
 
 
+def test_user_vector_is_chosen_on_the_valid_users_only():
+    d, e, _ = bigger()
+    good = e.user_matrix()                                   # one-hot gender and occupation (+ noise)
+    noise = np.random.default_rng(2).normal(size=good.shape)
+    users = np.arange(0, 48)                                 # the valid users; rows 48..59 are held out
+    held_out = np.zeros(len(good), bool)
+    held_out[48:] = True
+    # NaN rows in the held-out part: a probe that read them would raise (sklearn rejects NaN)
+    cands = {name: np.where(held_out[:, None], np.nan, x) for name, x in (("noise", noise), ("good", good))}
+    best, valid = user_profile.choose_on_valid(cands, d, CFG, users)
+    assert best == "good" and set(valid) == {"noise", "good"}
+    assert valid["good"] == 1.0 and valid["noise"] < 0.8     # the argmax of the valid scores
+    with pytest.raises(ValueError):
+        user_profile.score(cands["good"], d, CFG)            # the same vectors over every user do read them
+
+
 def test_a_task_the_data_cannot_support_is_skipped_with_a_reason():
     from guim_features.bench.tasks import Skip
 

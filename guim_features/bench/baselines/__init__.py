@@ -32,6 +32,7 @@ class Embeddings:
     users: np.ndarray                    # (U, K, d) user interests, in BenchData.user_ids order
     weights: np.ndarray | None = None    # (U, K) interest weights (uniform if None)
     scorer: Callable | None = None       # (users (B,K,d), weights (B,K), items (V,d)) -> (B,V); default max over K
+    profile: np.ndarray | None = None    # (U, p) the method's fixed-length user vector for probes (None: user_matrix's mean)
     _top: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -52,7 +53,10 @@ class Embeddings:
         return np.einsum("bkd,vd->bkv", u, self.items).max(axis=1)  # (B, V)
 
     def user_matrix(self) -> np.ndarray:
-        """(U, d) one vector per user for probes: the weight-averaged interests."""
+        """(U, p) one vector per user for probes: ``profile`` when the method has one (GUIM's
+        ``Embedder.user_vector``), else the weight-averaged interests (p = d)."""
+        if self.profile is not None:
+            return np.asarray(self.profile, dtype=np.float32)
         return np.einsum("uk,ukd->ud", self.weights, self.users)
 
     def top_items(self, data, k: int, chunk: int = 512) -> np.ndarray:
