@@ -1,19 +1,21 @@
 """Which fixed-length GUIM user vector should a downstream model join? Candidates probed on user_profile.
 
     python bench/user_vectors.py train --workspace WS --out DIR --seeds 0 1 2   # GUIM K=4 + ALS per seed
-    python bench/user_vectors.py probe --workspace WS --out DIR                  # Markdown table
+    python bench/user_vectors.py probe --workspace WS --out DIR --seeds 0       # one process per seed if you like
+    python bench/user_vectors.py table --workspace WS --out DIR --seeds 0 1 2   # Markdown table
 
-``train`` fits exactly what ``guim bench`` fits for ``guim_k4`` and ``als`` (``train_model`` with
-K = 4 and the seed, ALS with the seed) and saves the GUIM checkpoint and the ALS user factors
-under DIR, so the candidates below are all read from the same model per seed. ``probe`` builds
-every candidate from the checkpoint and probes it with the user_profile task:
+``train`` fits what ``guim bench`` fits for ``guim_k4`` and ``als`` (``train_model`` with K = 4
+and the seed, ALS with the seed; ``--set train.epochs=N`` caps GUIM's epochs) and saves the GUIM
+checkpoint and the ALS user factors under DIR, so every candidate of a seed comes from the same
+model. ``probe`` builds the candidates (:func:`candidates`) and probes each with the user_profile
+task. The probe has no valid split, so the labelled users are split once (KFold, seed 0) into
+80 % choice users and 20 % held-out users:
 
-- valid: the users are split into ``bench.probe_folds`` parts (KFold, seed 0); for each part the
-  probes are cross-validated on the OTHER parts only (``user_profile.score(..., users=...)``) and
-  the candidate with the best headline is chosen there (``user_profile.choose_on_valid``); the
-  valid column is the mean over parts, and "chosen" counts how often each candidate won;
-- test: the task as ``guim bench`` runs it (probes cross-validated over every user).
-The load average (os.getloadavg) is printed with the table.
+- valid: probes cross-validated within the choice users; the candidate chosen is its argmax
+  (``user_profile.choose_on_valid``, which never reads the held-out users);
+- held-out: probes cross-validated within the held-out users only (disjoint from the choice);
+- test: the task as ``guim bench`` runs it (every user; comparable with the bench's tables).
+The load average (os.getloadavg) at the start and end of each seed's probes is recorded.
 """
 from __future__ import annotations
 
@@ -103,63 +105,95 @@ def candidates(embedder, data) -> dict:
 
 
 def probe(args) -> None:
+    """Per seed: every candidate's valid (choice users), held-out and all-user (as `guim bench`)
+    scores, written to DIR/probe_seed<S>.json (seeds can run as separate processes)."""
+    import json
+
     from sklearn.model_selection import KFold
 
     from guim_features.bench.data import BenchData
-    from guim_features.bench.metrics import spread
     from guim_features.bench.tasks import user_profile
     from guim_features.embedder import load_embedder
 
     cfg = _cfg(args)
-    load0 = os.getloadavg()
     data = BenchData.load(cfg)
     out = Path(args.out)
     labelled = np.array(sorted(set(data.labels_users["user_id"].astype(str).map(data.user_row).dropna().astype(int))))
-    parts = list(KFold(cfg.bench.probe_folds, shuffle=True, random_state=0).split(labelled))
-    valid, test, chosen, attrs = {}, {}, {}, {}
+    choice, held = next(KFold(cfg.bench.probe_folds, shuffle=True, random_state=0).split(labelled))
+    choice, held = labelled[choice], labelled[held]
     for seed in args.seeds:
-        cands = candidates(load_embedder(str(out / f"guim_k4_seed{seed}.pt")), data)
+        load0 = os.getloadavg()
+        cands = candidates(_embedder(cfg, out, seed), data)
         if (out / f"als_seed{seed}.npy").exists():
             cands["ALS user factors"] = np.load(out / f"als_seed{seed}.npy")
         if args.only:
-            cands = {k: v for k, v in cands.items() if any(s in k for s in args.only)}
-        per_part = []
-        for keep, _ in parts:               # the held-out part is never read by the choice
-            best, scores = user_profile.choose_on_valid(cands, data, cfg.bench, labelled[keep])
-            chosen.setdefault(best, []).append(seed)
-            per_part.append(scores)
-        for name, x in cands.items():
-            valid.setdefault(name, []).append(float(np.mean([s[name] for s in per_part])))
-            t = user_profile.score(x, data, cfg.bench)
-            test.setdefault(name, []).append(t["mean"])
-            for k, v in t.items():
-                attrs.setdefault(name, {}).setdefault(k, []).append(v)
-        print(f"seed {seed} done, load {os.getloadavg()}", flush=True)
-    fmt = lambda s: f"{s['mean']:.4f} ± {s['ci95']:.4f}"   # noqa: E731
-    print(f"\nseeds {args.seeds}; load at the start {load0}, at the end {os.getloadavg()} "
-          f"({os.cpu_count()} CPUs); mean ± 95 % t-interval half-width (ddof 1)\n")
-    print("| user vector | length | valid mean | chosen (parts x seeds) | test mean | test gender_auc | "
-          "test age_bucket_macro_f1 | test occupation_macro_f1 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name in valid:
-        a = attrs[name]
-        cells = [fmt(spread(a[k])) if k in a else "-" for k in ("gender_auc", "age_bucket_macro_f1",
-                                                                  "occupation_macro_f1")]
-        print(f"| {name} | {cands[name].shape[1]} | {fmt(spread(valid[name]))} | {len(chosen.get(name, []))} | "
-              f"{fmt(spread(test[name]))} | " + " | ".join(cells) + " |")
-    print("\nraw:", {"valid": valid, "test": test})
+            cands = {k: v for k, v in cands.items() if k in args.only}
+        best, valid = user_profile.choose_on_valid(cands, data, cfg.bench, choice)   # held-out users unread
+        rows = {name: {"length": int(x.shape[1]), "valid": valid[name],
+                       "held_out": user_profile.score(x, data, cfg.bench, held),
+                       "test": user_profile.score(x, data, cfg.bench)} for name, x in cands.items()}
+        res = {"seed": seed, "chosen": best, "rows": rows, "users": {"choice": len(choice), "held_out": len(held)},
+               "load": {"start": load0, "end": os.getloadavg(), "cpus": os.cpu_count()}}
+        (out / f"probe_seed{seed}.json").write_text(json.dumps(res, indent=1))
+        print(f"seed {seed}: chosen {best}; load {load0} -> {os.getloadavg()}", flush=True)
+
+
+def _embedder(cfg, out: Path, seed: int):
+    """The seed's final checkpoint, else the latest epoch of its unfinished run (train.checkpoint_dir
+    = ck_seed<S>, its last.pt; a fallback for a run stopped early, reported as such)."""
+    import dataclasses
+
+    import torch
+
+    from guim_features.config import TrainConfig
+    from guim_features.data import ItemBank
+    from guim_features.embedder import Embedder, load_embedder
+    from guim_features.model import GUIM, model_args
+
+    if (out / f"guim_k4_seed{seed}.pt").exists():
+        return load_embedder(str(out / f"guim_k4_seed{seed}.pt"))
+    state = torch.load(Path(cfg.workspace) / f"ck_seed{seed}" / "last.pt", map_location="cpu", weights_only=False)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    tc = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in known})
+    bank = ItemBank(cfg)
+    model = GUIM(model_args(tc, bank.sizes()))
+    model.tower.set_bank(bank.arrays())
+    model.load_state_dict(state["best_state"])
+    print(f"seed {seed}: no final checkpoint; using the best of {state['epoch']} finished epochs", flush=True)
+    return Embedder(model)
+
+
+def table(args) -> None:
+    """The Markdown table over DIR/probe_seed*.json: mean ± 95 % t-interval half-width (ddof 1)."""
+    import json
+
+    from guim_features.bench.metrics import spread
+
+    runs = [json.loads((Path(args.out) / f"probe_seed{s}.json").read_text()) for s in args.seeds]
+    fmt = lambda v: (lambda s: f"{s['mean']:.4f} ± {s['ci95']:.4f}")(spread(v))   # noqa: E731
+    print(f"seeds {args.seeds}; users: {runs[0]['users']}; load (1/5/15 min) per seed: "
+          + "; ".join(f"{r['load']['start'][0]:.1f}-{r['load']['end'][0]:.1f}" for r in runs)
+          + f" on {runs[0]['load']['cpus']} CPUs; chosen per seed: {[r['chosen'] for r in runs]}\n")
+    print("| user vector | length | valid mean | held-out mean | test mean | test gender_auc | test age_bucket_macro_f1 "
+          "| test occupation_macro_f1 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in runs[0]["rows"].items():
+        col = lambda f: fmt([f(r["rows"][name]) for r in runs])   # noqa: E731
+        print(f"| {name} | {row['length']} | {col(lambda r: r['valid'])} | {col(lambda r: r['held_out']['mean'])} | "
+              + " | ".join(col(lambda r, k=k: r["test"][k]) for k in ("mean", "gender_auc", "age_bucket_macro_f1",
+                                                                        "occupation_macro_f1")) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=("train", "probe"))
+    ap.add_argument("stage", choices=("train", "probe", "table"))
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--out", required=True, help="folder of the checkpoints and ALS factors")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["als", "guim_k4"], help="train: what to fit")
-    ap.add_argument("--only", nargs="*", default=[], help="probe: candidates whose name contains one of these")
+    ap.add_argument("--only", nargs="*", default=[], help="probe: only these candidates (names as in the table)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override, e.g. train.threads=1")
     args = ap.parse_args()
-    {"train": train, "probe": probe}[args.stage](args)
+    {"train": train, "probe": probe, "table": table}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Both go through the model's public interface (docs/CONTRACTS.md "Model API"): item vectors from
 ``encode_items(item_features)``, user mixtures from ``encode_users`` over each user's test input
-(train + valid events), and the model's own ``score`` (the ``lse`` mixture by default).
+(train + valid events), the model's own ``score`` (the ``lse`` mixture by default), and the
+fixed-length ``user_vector`` over the same input for the probes (user_profile).
 NOTE: gold ``user_embeddings`` are not read: they encode each user's latest sequence, which
 includes the test events, so benchmarking them would leak the targets.
 """
@@ -23,18 +24,20 @@ def embed_with(embedder, data) -> Embeddings:
     items = np.zeros((data.n_items, vecs.shape[1]), dtype=np.float32)  # (V, d)
     items[feats["item_idx"].to_numpy()] = vecs
     key = ("item_idx", "behavior", "gaps")
-    interests, weights = [], []
+    interests, weights, profile = [], [], []
     for s in range(0, data.n_users, 256):
         rows = range(s, min(s + 256, data.n_users))
         seqs = {k: [data.test_input(u, k) for u in rows] for k in key}
         z, w = embedder.encode_users(seqs["item_idx"], seqs["behavior"], seqs["gaps"])  # (B, K, d), (B, K)
         interests.append(np.asarray(z, dtype=np.float32))
         weights.append(np.asarray(w, dtype=np.float32))
+        profile.append(embedder.user_vector(seqs["item_idx"], seqs["behavior"], seqs["gaps"]))   # (B, P)
 
     def scorer(u, w, it):
         return np.asarray(embedder.score(u, w, it), dtype=np.float32)  # (B, V)
 
-    return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer)
+    return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer,
+                      profile=np.concatenate(profile))
 
 
 class GuimTrained(Method):
