@@ -66,40 +66,17 @@ def candidates(embedder, data) -> dict:
 
     emb = embed_with(embedder, data)
     z, w = emb.users, emb.weights                                         # (U, K, d), (U, K)
-    zn = z / np.linalg.norm(z, axis=-1, keepdims=True)
     order = np.argsort(-w, axis=1, kind="stable")                          # (U, K) heaviest first
     items = emb.items / np.maximum(np.linalg.norm(emb.items, axis=1, keepdims=True), 1e-9)   # (V, d)
     hist_items = np.stack([items[np.unique(data.test_input(u))].mean(0) for u in range(data.n_users)])
-    # the encoder over the whole history: every max_len chunk from the end, mixtures averaged
-    L, seqs, owner = embedder.max_len, {k: [] for k in ("item_idx", "behavior", "gaps")}, []
-    for u in range(data.n_users):
-        n = len(data.test_input(u))
-        for end in range(n, 0, -L):
-            for k in seqs:
-                seqs[k].append(data.test_input(u, k)[max(0, end - L):end])
-            owner.append(u)
-    cz, cw = embedder.encode_users(seqs["item_idx"], seqs["behavior"], seqs["gaps"])   # (C, K, d), (C, K)
-    owner = np.array(owner)
-    chunk_mean = np.einsum("ck,ckd->cd", cw, cz)                           # (C, d)
-    hist_enc = np.stack([chunk_mean[owner == u].mean(0) for u in range(data.n_users)])
-    mean_w = np.einsum("uk,ukd->ud", w, z)
-    # ALS's fold-in rule (bench.als_alpha, bench.als_reg) with GUIM's item vectors as the fixed factors
-    gram, fold = items.T @ items, np.zeros_like(hist_items)
-    for u in range(data.n_users):
-        y = items[np.unique(data.test_input(u))]                           # (n_u, d)
-        fold[u] = np.linalg.solve(gram + y.T @ y + 0.05 * len(y) * np.eye(len(gram)), 2 * y.sum(0))
     concat_query = np.concatenate([z.reshape(len(z), -1), w], 1)           # (U, K*d + K)
     return {
-        "mean_w (today)": mean_w,
-        "mean_w of normalised": np.einsum("uk,ukd->ud", w, zn),
-        "mean_w + weights": np.concatenate([mean_w, w], 1),
+        "mean_w (today)": np.einsum("uk,ukd->ud", w, z),
         "concat by query + weights": concat_query,
         "concat by weight + weights": np.concatenate([np.take_along_axis(z, order[..., None], 1).reshape(len(z), -1),
                                                       np.take_along_axis(w, order, 1)], 1),
         "history item mean": hist_items,
-        "history encoder mean": hist_enc,
-        "history fold-in (ALS rule)": fold,
-        "mean_w + history item mean": np.concatenate([mean_w, hist_items], 1),
+        "history fold-in (ALS rule)": emb.profile,                         # Embedder.user_vector
         "concat by query + weights + history item mean": np.concatenate([concat_query, hist_items], 1),
     }
 
@@ -128,7 +105,10 @@ def probe(args) -> None:
             cands["ALS user factors"] = np.load(out / f"als_seed{seed}.npy")
         if args.only:
             cands = {k: v for k, v in cands.items() if k in args.only}
-        best, valid = user_profile.choose_on_valid(cands, data, cfg.bench, choice)   # held-out users unread
+        guim = {k: v for k, v in cands.items() if k != "ALS user factors"}
+        best, valid = user_profile.choose_on_valid(guim, data, cfg.bench, choice)    # held-out users unread
+        if "ALS user factors" in cands:
+            valid["ALS user factors"] = user_profile.score(cands["ALS user factors"], data, cfg.bench, choice)["mean"]
         rows = {name: {"length": int(x.shape[1]), "valid": valid[name],
                        "held_out": user_profile.score(x, data, cfg.bench, held),
                        "test": user_profile.score(x, data, cfg.bench)} for name, x in cands.items()}
@@ -173,7 +153,7 @@ def table(args) -> None:
     fmt = lambda v: (lambda s: f"{s['mean']:.4f} ± {s['ci95']:.4f}")(spread(v))   # noqa: E731
     print(f"seeds {args.seeds}; users: {runs[0]['users']}; load (1/5/15 min) per seed: "
           + "; ".join(f"{r['load']['start'][0]:.1f}-{r['load']['end'][0]:.1f}" for r in runs)
-          + f" on {runs[0]['load']['cpus']} CPUs; chosen per seed: {[r['chosen'] for r in runs]}\n")
+          + f" on {runs[0]['load']['cpus']} CPUs; GUIM vector chosen on valid per seed: {[r['chosen'] for r in runs]}\n")
     print("| user vector | length | valid mean | held-out mean | test mean | test gender_auc | test age_bucket_macro_f1 "
           "| test occupation_macro_f1 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in runs[0]["rows"].items():

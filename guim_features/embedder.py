@@ -82,15 +82,14 @@ class Embedder:
                     out_w[chunk] = weights[:len(chunk)].float().cpu().numpy()
         return out_i, out_w
 
-    def user_vector(self, item_idx: list, behavior: list, gaps: list) -> np.ndarray:
-        """Per-user 1-D int arrays (the user's WHOLE history, time-ordered) -> (B, K*d + K + d) float32:
-        the fixed-length vector a downstream model joins (layout: :func:`user_vector`). The mixture
-        reads the last ``max_len`` events; the history mean reads every event, with the catalogue's
-        vectors (item_idx outside the training catalogue are skipped)."""
-        interests, weights = self.encode_users(item_idx, behavior, gaps)     # (B, K, d), (B, K)
+    def user_vector(self, item_idx: list) -> np.ndarray:
+        """Per-user 1-D int arrays of item_idx (the user's WHOLE history) -> (B, d) float32: the
+        fixed-length vector a downstream model joins, :func:`fold_in` over the catalogue's vectors
+        (item_idx outside the training catalogue are skipped). Unlike ``encode_users`` it reads
+        every event, not the last ``max_len``."""
         table = self.catalogue()                                             # (V, d)
-        known = [np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < len(table))]) for s in map(np.asarray, item_idx)]
-        return user_vector(interests, weights, history_mean(table, known))
+        return fold_in(table, [np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < len(table))])
+                               for s in map(np.asarray, item_idx)])
 
     def encode_items(self, item_features, batch_size: int = 4096) -> np.ndarray:
         """Rows in the item_features schema (pandas DataFrame) -> (N, d) float32."""
@@ -135,26 +134,26 @@ class Embedder:
         return str(path)
 
 
-def history_mean(item_vectors: np.ndarray, items: list) -> np.ndarray:
-    """(V, d) item vectors by item_idx and per-user arrays of item_idx -> (B, d): the mean of the
-    unit-normalised vectors of each user's items (zeros for a user with none)."""
-    unit = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
-    return np.stack([unit[i].mean(0) if len(i) else np.zeros(unit.shape[1]) for i in items]).astype(np.float32)
+def fold_in(item_vectors: np.ndarray, items: list, alpha: float = 1.0, reg: float = 0.05) -> np.ndarray:
+    """(V, d) item vectors by item_idx and per-user arrays of distinct item_idx -> (B, d) float32 user
+    vectors: implicit ALS's closed-form fold-in (Hu, Koren & Volinsky 2008) with the unit-normalised
+    item vectors Y as the fixed factors,
 
+        x_u = (YᵀY + alpha Y_uᵀY_u + reg n_u I)⁻¹ (1 + alpha) Y_uᵀ1      (n_u = max(1, items of u)),
 
-def user_vector(interests: np.ndarray, weights: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """Interests (B, K, d), weights (B, K), history mean (B, d) -> (B, K*d + K + d) float32, laid out
-    ``[interest 1 | ... | interest K | w_1 ... w_K | history mean]``.
-
-    Interest k is always the read-out of the model's learned query k, so slot k holds the same
-    kind of interest for every user: the query order is the canonical order (sorting by weight
-    would move an interest between slots from user to user). The weights say how much each slot
-    counts; the history mean carries the long-term taste the mixture, fed only the last
-    ``max_len`` events, does not see. Chosen on user_profile's valid users among weighted means,
-    other orders and history summaries (guim_features/bench/README.md, "User vector")."""
-    interests, weights = np.asarray(interests, np.float32), np.asarray(weights, np.float32)
-    B = interests.shape[0]
-    return np.concatenate([interests.reshape(B, -1), weights, np.asarray(history, np.float32)], 1)
+    i.e. a ridge regression of the user's item indicator on the item vectors: the whole history,
+    de-correlated by the catalogue's Gram matrix. alpha and reg are the ALS baseline's
+    (bench.als_alpha, bench.als_reg). Chosen on user_profile's valid users over the weighted mean
+    of the K interests, the interests concatenated (query or weight order) and the history's mean
+    item vector (guim_features/bench/README.md, "User vector")."""
+    y = np.asarray(item_vectors, np.float64)
+    y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)     # (V, d)
+    gram, eye = y.T @ y, np.eye(y.shape[1])                                  # (d, d)
+    out = np.zeros((len(items), y.shape[1]), np.float32)
+    for b, i in enumerate(items):
+        yu = y[np.asarray(i, np.int64)]                                      # (n_u, d)
+        out[b] = np.linalg.solve(gram + alpha * yu.T @ yu + reg * max(len(yu), 1) * eye, (1 + alpha) * yu.sum(0))
+    return out
 
 
 def from_checkpoint(path: str | os.PathLike, model_version: str | None = None, device: str = "cpu") -> Embedder:

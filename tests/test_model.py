@@ -371,33 +371,26 @@ def test_failed_compile_falls_back_to_eager(capsys):
     assert "torch.compile failed (RuntimeError: no C++ compiler)" in capsys.readouterr().err
 
 
-def test_user_vector_layout_by_hand():
-    from guim_features.embedder import history_mean, user_vector
+def test_user_vector_fold_in_by_hand():
+    from guim_features.embedder import fold_in
 
-    interests = np.array([[[1.0, 0.0], [0.0, 2.0]]])            # B = 1, K = 2, d = 2 (query order)
-    weights = np.array([[0.25, 0.75]])
     table = np.zeros((6, 2))
-    table[3], table[4] = (3.0, 4.0), (0.0, 2.0)                  # unit: (.6, .8) and (0, 1)
-    hist = history_mean(table, [np.array([3, 4]), np.array([], dtype=int)])
-    assert hist.ravel().tolist() == pytest.approx([0.3, 0.9, 0.0, 0.0])
-    v = user_vector(interests, weights, hist[:1])
-    # [interest 1 | interest 2 | w_1 w_2 | history mean]: K*d + K + d = 8
-    assert v.shape == (1, 8) and v.dtype == np.float32
-    assert v[0].tolist() == pytest.approx([1, 0, 0, 2, 0.25, 0.75, 0.3, 0.9])
+    table[3], table[4], table[5] = (3.0, 4.0), (0.0, 2.0), (1.0, 0.0)   # unit: (.6, .8), (0, 1), (1, 0)
+    # YᵀY = [[1.36, .48], [.48, 1.64]]; user [3]: A = YᵀY + Y_uᵀY_u + .05 I = [[1.77, .96], [.96, 2.33]],
+    # b = 2 (.6, .8); x = A⁻¹ b = (1.26, 1.68) / 3.2025
+    v = fold_in(table, [np.array([3]), np.array([], dtype=int)])
+    assert v.shape == (2, 2) and v.dtype == np.float32                     # d per user
+    assert v.ravel().tolist() == pytest.approx([1.26 / 3.2025, 1.68 / 3.2025, 0.0, 0.0], abs=1e-6)
 
 
 def test_embedder_user_vector_reads_the_whole_history():
-    from guim_features.embedder import Embedder
+    from guim_features.embedder import Embedder, fold_in
 
     emb = Embedder(make(K=2))                                    # d = 16, max_len = 10, catalogue 3..52
     long = np.arange(3, 28)                                      # 25 events: more than max_len
-    other = np.array([7, 7, 60])                                 # a repeat and an item outside the catalogue
-    seqs = [long, other]
-    v = emb.user_vector(seqs, [np.ones_like(s) for s in seqs], [np.zeros_like(s) for s in seqs])
-    assert v.shape == (2, 2 * 16 + 2 + 16)
-    z, w = emb.encode_users(seqs, [np.ones_like(s) for s in seqs], [np.zeros_like(s) for s in seqs])
-    assert np.array_equal(v[:, :32], z.reshape(2, 32)) and np.array_equal(v[:, 32:34], w)
+    v = emb.user_vector([long, np.array([7, 7, 60])])            # a repeat and an item outside the catalogue
+    assert v.shape == (2, 16)
     table = emb.catalogue()
-    unit = table / np.linalg.norm(table, axis=1, keepdims=True).clip(1e-12)
-    assert v[0, 34:] == pytest.approx(unit[3:28].mean(0), abs=1e-6)        # all 25 events, not the last 10
-    assert v[1, 34:] == pytest.approx(unit[7], abs=1e-6)                   # 7 once; 60 skipped
+    assert v[0] == pytest.approx(fold_in(table, [long])[0], abs=1e-6)          # all 25 events, not the last 10
+    assert v[0] != pytest.approx(fold_in(table, [long[-10:]])[0], abs=1e-3)
+    assert v[1] == pytest.approx(fold_in(table, [np.array([7])])[0], abs=1e-6)  # 7 once; 60 skipped

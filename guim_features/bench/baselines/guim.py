@@ -31,7 +31,7 @@ def embed_with(embedder, data) -> Embeddings:
         z, w = embedder.encode_users(seqs["item_idx"], seqs["behavior"], seqs["gaps"])  # (B, K, d), (B, K)
         interests.append(np.asarray(z, dtype=np.float32))
         weights.append(np.asarray(w, dtype=np.float32))
-        profile.append(embedder.user_vector(seqs["item_idx"], seqs["behavior"], seqs["gaps"]))   # (B, P)
+        profile.append(embedder.user_vector(seqs["item_idx"]))                   # (B, d)
 
     def scorer(u, w, it):
         return np.asarray(embedder.score(u, w, it), dtype=np.float32)  # (B, V)
