@@ -8,6 +8,10 @@ made a 4-query search ~50x slower (measured floors). The folder holds
 - ``vectors.npy``  the item vectors (N, d) float32, held in memory for exact re-scoring of candidates,
 - ``items.npy``    item ids in index order,
 - ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at.
+
+``guim publish`` logs the same files to the MLflow run of the model version, under
+``ann_index/v<version>`` (:func:`artifact_path`); :meth:`ItemIndex.from_mlflow` loads them back
+anywhere that can reach the tracking server, with no access to the workspace.
 """
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ import numpy as np
 from .errors import GuimError
 
 FILES = ("index.faiss", "vectors.npy", "items.npy", "meta.json")
+
+
+def artifact_path(model_version) -> str:
+    """Where in its MLflow run the index of ``model_version`` lives."""
+    return f"ann_index/v{model_version}"
 
 
 def _faiss():
@@ -88,6 +97,30 @@ class ItemIndex:
         index = faiss.read_index(str(folder / "index.faiss"))
         index.hnsw.efSearch = meta["ef_search"]
         return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy"), meta)
+
+    @classmethod
+    def from_mlflow(cls, model_version, model_name: str = "guim", run_id: str | None = None,
+                    tracking_uri: str | None = None, dst_path: str | None = None) -> "ItemIndex":
+        """The index ``guim publish`` logged for registered ``model_name`` version ``model_version``,
+        downloaded from its MLflow run (``run_id``, or the run the registry records for the version)
+        into ``dst_path`` (default: a new temporary folder)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if run_id is None:
+                client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+                run_id = client.get_model_version(model_name, str(model_version)).run_id
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path(model_version),
+                                                        dst_path=dst_path, tracking_uri=tracking_uri)
+        except MlflowException as e:
+            raise GuimError(f"no item index of {model_name} version {model_version} in MLflow "
+                            f"({e.message.splitlines()[0]}); `guim publish` logs it") from None
+        missing = [f for f in FILES if not (Path(local) / f).exists()]
+        if missing:
+            raise GuimError(f"the item index logged to run {run_id} lacks {', '.join(missing)}: publish the "
+                            f"version again (`guim publish --model-version {model_version}`)")
+        return cls.load(local)
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` rows by inner product for each query (Q, d) -> scores (Q, n), rows (Q, n); -1 = none."""

@@ -361,16 +361,19 @@ def score_rule(cfg, model_version: str) -> tuple[str, float]:
 
 
 def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
-    """Log the index folder to the MLflow run that produced ``model_version``; returns the run id or None."""
+    """Log every file of the index folder (``ann.FILES``: ``ItemIndex.from_mlflow`` needs them all) to
+    the MLflow run that produced ``model_version``; returns the run id or None."""
     from mlflow.exceptions import MlflowException
+
+    from .ann import FILES, artifact_path
 
     client = _client(cfg)
     if client is None:
         return None
     try:
         run_id = client.get_model_version(model_name(cfg), str(model_version)).run_id
-        for name in ("meta.json", "items.npy", "index.faiss"):
-            client.log_artifact(run_id, str(folder / name), artifact_path=f"ann_index/v{model_version}")
+        for name in FILES:
+            client.log_artifact(run_id, str(folder / name), artifact_path=artifact_path(model_version))
         return run_id
     except MlflowException:
         return None

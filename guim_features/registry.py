@@ -167,7 +167,8 @@ def plot_curves(history: list, path: Path) -> None:
 
 
 def signature():
-    """Inputs: user sequences or item features (every column optional); param ``kind``."""
+    """Inputs: user sequences or item features (every column optional); params ``kind``,
+    ``max_item_idx`` and ``batch_size`` (see :class:`GuimPyfunc`)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
@@ -180,7 +181,10 @@ def signature():
                      ColSpec(L, "title_tokens", required=False), ColSpec(L, "tag_ids", required=False),
                      ColSpec(F, "image", required=False)])
     outputs = Schema([ColSpec(F, c, required=False) for c in ("interests", "weights", "vector")])
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("kind", DataType.string, "auto")]))
+    params = ParamSchema([ParamSpec("kind", DataType.string, "auto"),                # auto | users | items
+                          ParamSpec("max_item_idx", DataType.long, 0),                # see GuimPyfunc
+                          ParamSpec("batch_size", DataType.long, 0)])                 # rows per forward pass; 0 = default
+    return ModelSignature(inputs, outputs, params)
 
 
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")  # old-style predict on purpose
@@ -236,15 +240,32 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
     One output row per input row, in order; bad input raises an MlflowException naming the column
     and the row. Items are given as ``item_idx`` (the silver index) or ``item_id`` (raw ids, mapped
     with the item_index the model was trained on; an id it never saw becomes item_idx 2, the
-    reserved unknown item). With both columns, ``item_idx`` is used."""
+    reserved unknown item). With both columns, ``item_idx`` is used.
+
+    Params: ``kind`` (auto | users | items); ``max_item_idx`` (default 0 = none): the largest
+    ``item_idx`` of the silver ``item_index`` the caller's indices come from. A user's ``item_idx``
+    from ``n_items`` up to it is an item added to the index after training, encoded as
+    ``Embedder.encode_users`` does (a hashed id bucket, no content); ``guim embed`` passes it so its
+    snapshots equal the embedder's. Without it such an index is refused, since a caller who does not
+    hold the silver index should send raw ids. ``batch_size``: rows per forward pass (0 = the
+    embedder's default); the vectors do not depend on it.
+
+    ``GUIM_TORCH_THREADS`` in the environment of ``load_context`` sets torch's thread count (``guim
+    embed`` sets 1 for its Spark tasks, which already fill the cores)."""
 
     item_map = None         # pandas Series item_id -> item_idx (the ``item_index`` artifact)
 
     def load_context(self, context):
+        import os
+
         import pyarrow.parquet as pq
 
         from guim_features.embedder import from_checkpoint
 
+        if os.environ.get("GUIM_TORCH_THREADS", "").isdigit() and int(os.environ["GUIM_TORCH_THREADS"]) > 0:
+            import torch
+
+            torch.set_num_threads(int(os.environ["GUIM_TORCH_THREADS"]))
         self.embedder = from_checkpoint(context.artifacts["checkpoint"])
         if "item_index" in context.artifacts:
             t = pq.read_table(context.artifacts["item_index"])
@@ -260,16 +281,19 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
         pos = self.item_map.index.get_indexer(ids)
         return np.where(pos >= 0, self.item_map.to_numpy()[pos], UNK).astype(np.int64)
 
-    def _sequences(self, df) -> list:
+    def _sequences(self, df, max_item_idx: int = 0) -> list:
         """Per-row item_idx arrays of a users frame, validated (or mapped from item_id)."""
         from guim_features.schemas import UNK
 
         n_items = int(self.embedder.model.args["n_items"])
         if "item_idx" in df.columns:
             seqs = [_int_array(v, "item_idx", r) for r, v in enumerate(df["item_idx"])]
+            hi = max(n_items - 1, int(max_item_idx))
+            meaning = ("this model's items" + (f" and items added to the index since, from {n_items}"
+                                               if hi >= n_items else "")
+                       + "; 0 and 1 are reserved, 2 = unknown item; give raw ids as item_id to have them mapped")
             for r, s in enumerate(seqs):
-                _in_range(s, "item_idx", r, UNK, n_items - 1, "this model's items; 0 and 1 are reserved, 2 = unknown "
-                                                               "item; give raw ids as item_id to have them mapped")
+                _in_range(s, "item_idx", r, UNK, hi, meaning)
             return seqs
         rows = []
         for r, v in enumerate(df["item_id"]):
@@ -279,9 +303,9 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
         flat = self._map_ids([x for ids in rows for x in ids])
         return np.split(flat, np.cumsum([len(ids) for ids in rows])[:-1]) if rows else []
 
-    def _users(self, df) -> pd.DataFrame:
+    def _users(self, df, max_item_idx: int = 0, batch_size: int = 0) -> pd.DataFrame:
         a = self.embedder.model.args
-        seqs = self._sequences(df)
+        seqs = self._sequences(df, max_item_idx)
         ids = "item_idx" if "item_idx" in df.columns else "item_id"
         other = {}
         for c, hi, meaning in (("behavior", int(a["n_behaviors"]), "behaviour codes in the order of ingest.behaviors, "
@@ -296,22 +320,26 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
                     raise _invalid(f"{c}: row {r} has {len(v)} values but {ids} has {len(s)}; the arrays of a row "
                                    f"hold one value per event")
                 _in_range(v, c, r, 0, hi, meaning)
-        interests, weights = self.embedder.encode_users(seqs, other["behavior"], other["gaps"])
+        interests, weights = self.embedder.encode_users(seqs, other["behavior"], other["gaps"],
+                                                        **({"batch_size": batch_size} if batch_size > 0 else {}))
         return pd.DataFrame({"interests": list(interests.reshape(len(df), -1)), "weights": list(weights)})
 
-    def _items(self, df) -> pd.DataFrame:
+    def _items(self, df, batch_size: int = 0) -> pd.DataFrame:
         if "item_idx" in df.columns:
             idx = [_scalar_int(v, "item_idx", r) for r, v in enumerate(df["item_idx"])]
         else:
             idx = self._map_ids([_raw_id(v, "item_id", r) for r, v in enumerate(df["item_id"])])
         df = df.assign(item_idx=np.asarray(idx, np.int64))
-        return pd.DataFrame({"vector": list(self.embedder.encode_items(df))})
+        return pd.DataFrame({"vector": list(self.embedder.encode_items(
+            df, **({"batch_size": batch_size} if batch_size > 0 else {})))})
 
     def predict(self, context, model_input, params=None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        kind = (params or {}).get("kind", "auto")
+        params = params or {}
+        kind = params.get("kind", "auto")
         if kind not in ("auto", "users", "items"):
             raise _invalid(f"kind={kind!r} is not one of auto, users, items")
+        batch_size = int(params.get("batch_size") or 0)
         ids = next((c for c in ("item_idx", "item_id") if c in df.columns), None)
         if ids is None:
             raise _invalid(f"the input needs an item_idx column (or item_id with raw ids); got columns "
@@ -319,7 +347,9 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
         if kind == "auto":
             kind = "users" if ("behavior" in df.columns or "gaps" in df.columns or (
                 len(df) and not isinstance(df[ids].iloc[0], str) and np.ndim(df[ids].iloc[0]) == 1)) else "items"
-        return self._users(df) if kind == "users" else self._items(df)
+        if kind == "users":
+            return self._users(df, int(params.get("max_item_idx") or 0), batch_size)
+        return self._items(df, batch_size)
 
 
 def log_pyfunc(embedder, checkpoint: str, item_index: str | None = None):

@@ -74,3 +74,30 @@ def test_as_of_times_backfill_includes_both_ends_and_merges():
     assert as_of_times(now=now) == [now]
     with pytest.raises(GuimError, match="END is before START"):
         as_of_times(None, ("2017-11-26", "2017-11-25"))
+
+
+def test_as_of_windows_cut_the_newest_events_before_each_time(spark):
+    """Hand-written histories -> one row per needed snapshot with the newest max_len events before it."""
+    from guim_features.embed import as_of_windows
+
+    hist = spark.createDataFrame(
+        [("a", [5, 6, 7, 8], [1, 1, 2, 1], [0, 3, 4, 5], [10, 20, 30, 40], []),
+         ("b", [9], [3], [0], [15], [16]),                          # already exported as of 16: unchanged
+         ("c", [4], [1], [0], [50], [])],                            # no event before any asked time
+        "user_id string, item_idx array<int>, behavior array<int>, gaps array<int>, t array<long>, "
+        "existing array<long>")
+    got = as_of_windows(hist, [25, 45], max_len=2).orderBy("user_id", "as_of").collect()
+    assert [(r.user_id, r.as_of, r.item_idx, r.behavior, r.gaps) for r in got] == [
+        ("a", 25, [5, 6], [1, 1], [0, 3]),
+        ("a", 45, [7, 8], [2, 1], [4, 5])]                         # 4 events before 45, the newest 2
+
+
+def test_shape_users_nests_flat_interests_and_normalises(spark):
+    from guim_features.embed import shape_users
+
+    flat = spark.createDataFrame([("a", [3.0, 4.0, 0.0, 2.0, 0.0, 0.0], [0.25, 0.75], 7)],
+                                 "user_id string, interests array<float>, weights array<float>, as_of long")
+    raw = shape_users(flat, K=2, d=3).first()
+    assert raw.interests == [[3.0, 4.0, 0.0], [2.0, 0.0, 0.0]] and raw.weights == [0.25, 0.75] and raw.as_of == 7
+    unit = shape_users(flat, K=2, d=3, normalize=True).first()
+    assert unit.interests == [[pytest.approx(0.6), pytest.approx(0.8), 0.0], [1.0, 0.0, 0.0]]

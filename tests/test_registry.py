@@ -168,6 +168,25 @@ def test_pyfunc_kinds_and_item_ids(registered):
     assert np.allclose(np.stack(items["vector"]), np.stack(same["vector"]))
 
 
+def test_pyfunc_takes_items_added_after_training_only_when_told_the_index_size(registered):
+    """An item_idx past the model's catalogue (42) is an item the silver index gained after training:
+    refused by default, encoded as the embedder does (hashed id bucket) under max_item_idx."""
+    from mlflow.exceptions import MlflowException
+
+    _, res = registered
+    pf = _pyfunc(res)
+    seqs = pd.DataFrame({"item_idx": [[3, 45], [44]], "behavior": [[1, 1], [2]], "gaps": [[0, 4], [0]]})
+    with pytest.raises(MlflowException, match=r"item_idx: row 0 has 45 at position 1; expected 2\.\.42"):
+        pf.predict(None, seqs)
+    with pytest.raises(MlflowException, match=r"item_idx: row 0 has 45 at position 1; expected 2\.\.44"):
+        pf.predict(None, seqs, params={"max_item_idx": 44})
+    out = pf.predict(None, seqs, params={"max_item_idx": 45, "batch_size": 1})
+    interests, weights = res.embedder.encode_users([np.array([3, 45]), np.array([44])], [np.array([1, 1]), np.array([2])],
+                                                   [np.array([0, 4]), np.array([0])])
+    assert np.array_equal(np.stack(out["interests"]), interests.reshape(2, -1))
+    assert np.array_equal(np.stack(out["weights"]), weights)
+
+
 GOOD = {"item_idx": [[3, 4], [5, 6, 7]], "behavior": [[1, 1], [1, 2, 9]], "gaps": [[0, 3], [0, 1, 31]]}
 
 
