@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from guim_features import embed, sequences
+from guim_features import export, sequences
 from guim_features.config import load_config
 from guim_features.ingest import ingest, read_source
 from guim_features.spark import get_spark
@@ -108,8 +108,8 @@ def main() -> None:
         shutil.rmtree(cfg.table(t), ignore_errors=True)
 
     # 3. backfill
-    times = embed.as_of_times(None, ("2026-01-02", f"2026-01-{1 + a.days:02d}"), "1d")
-    res = embed.export(cfg, times=times, spark=spark)
+    times = export.as_of_times(None, ("2026-01-02", f"2026-01-{1 + a.days:02d}"), "1d")
+    res = export.export(cfg, times=times, spark=spark)
     covered = _covered(spark, cfg, times)
     secs = res["user_seconds"]
     report = {"users": a.users, "events": n_events, "as_of_times": len(times), "user_snapshots": covered,
@@ -124,8 +124,8 @@ def main() -> None:
     # 5. a full as-of run, then the next day's incremental one
     for t in ("user_embeddings", "item_embeddings"):
         shutil.rmtree(cfg.table(t), ignore_errors=True)
-    full = embed.export(cfg, times=embed.as_of_times(["2026-01-30"]), spark=spark)
-    inc = embed.export(cfg, times=embed.as_of_times(["2026-01-31"]), spark=spark)
+    full = export.export(cfg, times=export.as_of_times(["2026-01-30"]), spark=spark)
+    inc = export.export(cfg, times=export.as_of_times(["2026-01-31"]), spark=spark)
     report.update({"full_rows": full["user_rows"], "full_s": round(full["user_seconds"], 1),
                    "incremental_rows": inc["user_rows"], "incremental_s": round(inc["user_seconds"], 1)})
     report["load_average_before"] = [round(x, 2) for x in load0]

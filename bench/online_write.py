@@ -4,12 +4,12 @@
                                  [--paths feast_write,feast_write_x2,fast,feast] [--chunk 5000]
                                  [--feast-rows 2000] [--profile] [--out results.json]
 
-Paths (``publish.materialize``, see guim_features/online.py):
+Paths (``publish.materialize``, see guim_features/materialize.py):
 
 - ``feast_write``: Feast's public ``FeatureStore.write_to_online_store`` in chunks of ``--chunk`` rows;
 - ``feast_write_xP``: the same split over P processes, each with its own ``FeatureStore`` writing a
   slice (wall time includes starting them);
-- ``fast``: the opt-in vectorised writer (guim_features/online_fast.py);
+- ``fast``: the opt-in vectorised writer (guim_features/materialize_fast.py);
 - ``feast``: ``FeatureStore.materialize`` over ``--feast-rows`` rows (it re-reads the offline Parquet).
 
 Each path writes fresh rows into an empty store (a new SQLite file; a flushed throw-away
@@ -89,11 +89,11 @@ def _worker(repo: str, users, K: int, chunk: int) -> tuple[float, float]:
     """One process of feast_write_xP: (wall, CPU) seconds of its write, start-up excluded."""
     from feast import FeatureStore
 
-    from guim_features import online
+    from guim_features import materialize
 
     store = FeatureStore(repo_path=repo)
     t0, c0 = time.perf_counter(), time.process_time()
-    online.write_users(store, users, K, chunk)
+    materialize.write_users(store, users, K, chunk)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -111,13 +111,13 @@ def _server_cpu(conn: str) -> float:
 def time_path(path: str, store, repo: Path, users, args, conn: str = "") -> dict:
     """Wall and CPU time of one path. CPU seconds (this process, its workers, the redis-server)
     say what the path costs on free cores; wall time what it took on the shared machine."""
-    from guim_features import online
+    from guim_features import materialize
 
     load = os.getloadavg()[0]
     t0, c0, s0 = time.perf_counter(), time.process_time(), _server_cpu(conn)
     extra = {}
     if path == "feast_write":
-        online.write_users(store, users, args.K, args.chunk)
+        materialize.write_users(store, users, args.K, args.chunk)
         n = users.num_rows
     elif path.startswith("feast_write_x"):
         p = int(path[len("feast_write_x"):])
@@ -129,9 +129,9 @@ def time_path(path: str, store, repo: Path, users, args, conn: str = "") -> dict
         n = users.num_rows
         extra = {"write_wall_s": max(w for w, _ in times), "worker_cpu_s": sum(c for _, c in times)}
     elif path == "fast":
-        from guim_features import online_fast
+        from guim_features import materialize_fast
 
-        n = online_fast.write_users(store, users, args.K)
+        n = materialize_fast.write_users(store, users, args.K)
     elif path == "feast":
         store.materialize(start_date=datetime(2025, 12, 31, tzinfo=timezone.utc),
                           end_date=datetime(2026, 1, 2, tzinfo=timezone.utc), feature_views=["user_interests"])
@@ -148,11 +148,11 @@ def profile_public(store, users, K: int) -> None:
     import cProfile
     import pstats
 
-    from guim_features import online
+    from guim_features import materialize
 
     prof = cProfile.Profile()
     prof.enable()
-    online.write_users(store, users, K)
+    materialize.write_users(store, users, K)
     prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import redis
 
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
 
     users = gold_users(args.users, args.K, args.d)
     root = Path(tempfile.mkdtemp(prefix="guim_online_bench_"))

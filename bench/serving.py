@@ -46,7 +46,7 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
     """Random gold tables (pyarrow) of one snapshot, model version 'bench'."""
     import pyarrow as pa
 
-    from guim_features.embed import _nested
+    from guim_features.export import _nested
 
     rng = np.random.default_rng(seed)
     ts = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
@@ -73,7 +73,7 @@ def pct(xs) -> dict:
 def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> dict:
     import pyarrow.dataset as ds
 
-    from guim_features import online, publish
+    from guim_features import materialize, publish
     from guim_features.config import load_config
     from guim_features.recommend import Recommender
 
@@ -83,7 +83,7 @@ def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> di
     store = publish.feast_apply(repo, staged_config=True)
     publish.commit_repo(repo)
     t0 = time.perf_counter()
-    out = {"online_write_rows_per_s": online.write_users(store, users, args.K) / (time.perf_counter() - t0)}
+    out = {"online_write_rows_per_s": materialize.write_users(store, users, args.K) / (time.perf_counter() - t0)}
     # -- latency ----------------------------------------------------------------------------
     rec = Recommender(cfg, store=store, index=index)
     rng = np.random.default_rng(1)
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from guim_features.ann import ItemIndex
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
 
     users, items = gold(args.users, args.items, args.K, args.d, vectors=args.vectors)
     t0 = time.perf_counter()

@@ -214,7 +214,7 @@ def speed_run(workspace: str, method: str, threads: int = 2, steps: int = 0) -> 
     import numpy as np
     import torch
 
-    from guim_features.bench.baselines.sasrec import _build
+    from guim_features.downstream.baselines.sasrec import _build
     from guim_features.config import load_config
     from guim_features.data import ItemBank, TrainStream, item_counts
     from guim_features.model import GUIM, model_args

@@ -9,7 +9,7 @@ events). SASRec early-stops on the valid split itself (as GUIM's trainer does), 
 its best epoch's valid Recall@20 (``SASRec.best_valid``), with its epoch cap and patience as
 GUIM's (train.epochs, bench.sasrec_patience = train.patience). Its grid, 8 settings on one seed
 (lr 1e-3/2e-3 x dropout 0.2/0.5 x 1/2 blocks), is the budget GUIM's own settings were chosen
-with (7 runs on one seed, guim_features/bench/README.md). The best row of each grid is what
+with (7 runs on one seed, guim_features/downstream/README.md). The best row of each grid is what
 `guim bench` should use for that data set (``--set bench.item2vec_window=...`` etc.; the defaults
 in guim_features/config.py are the ML-100K choices).
 """
@@ -28,14 +28,14 @@ def _with(cfg, **bench):
 
 
 def _score(view, emb, cfg) -> float:
-    from guim_features.bench.tasks import next_item
+    from guim_features.downstream.tasks import next_item
 
     return next_item.evaluate(view, emb, cfg.bench)["recall@20"]
 
 
 def tune_item2vec(cfg, view, seed: int) -> list:
-    from guim_features.bench.baselines import Embeddings, recent_mean
-    from guim_features.bench.baselines.item2vec import Item2Vec
+    from guim_features.downstream.baselines import Embeddings, recent_mean
+    from guim_features.downstream.baselines.item2vec import Item2Vec
 
     rows = []
     for window, sample in itertools.product((2, 5, 10, 20), (1e-3, 1e-4)):
@@ -50,7 +50,7 @@ def tune_item2vec(cfg, view, seed: int) -> list:
 
 
 def tune_als(cfg, view, seed: int) -> list:
-    from guim_features.bench.baselines.als import ALS
+    from guim_features.downstream.baselines.als import ALS
 
     rows = []
     for reg, alpha in itertools.product((0.01, 0.05, 0.2), (1.0, 10.0, 40.0)):
@@ -61,7 +61,7 @@ def tune_als(cfg, view, seed: int) -> list:
 
 
 def tune_sasrec(cfg, data, seed: int) -> list:
-    from guim_features.bench.baselines.sasrec import SASRec
+    from guim_features.downstream.baselines.sasrec import SASRec
 
     rows = []
     for lr, dropout, layers in itertools.product((1e-3, 2e-3), (0.2, 0.5), (1, 2)):
@@ -74,7 +74,7 @@ def tune_sasrec(cfg, data, seed: int) -> list:
 
 
 def main() -> None:
-    from guim_features.bench.data import BenchData
+    from guim_features.downstream.data import BenchData
     from guim_features.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

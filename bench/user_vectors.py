@@ -36,8 +36,8 @@ def _cfg(args):
 def train(args) -> None:
     import torch
 
-    from guim_features.bench.baselines.als import ALS
-    from guim_features.bench.data import BenchData
+    from guim_features.downstream.baselines.als import ALS
+    from guim_features.downstream.data import BenchData
     from guim_features.train import train_model
 
     cfg = _cfg(args)
@@ -62,7 +62,7 @@ def train(args) -> None:
 
 def candidates(embedder, data) -> dict:
     """name -> (U, p) user vectors from one GUIM model, rows in data.user_ids order."""
-    from guim_features.bench.baselines.guim import embed_with
+    from guim_features.downstream.baselines.guim import embed_with
 
     emb = embed_with(embedder, data)
     z, w = emb.users, emb.weights                                         # (U, K, d), (U, K)
@@ -88,8 +88,8 @@ def probe(args) -> None:
 
     from sklearn.model_selection import KFold
 
-    from guim_features.bench.data import BenchData
-    from guim_features.bench.tasks import user_profile
+    from guim_features.downstream.data import BenchData
+    from guim_features.downstream.tasks import user_profile
     from guim_features.embedder import load_embedder
 
     cfg = _cfg(args)
@@ -147,7 +147,7 @@ def table(args) -> None:
     """The Markdown table over DIR/probe_seed*.json: mean ± 95 % t-interval half-width (ddof 1)."""
     import json
 
-    from guim_features.bench.metrics import spread
+    from guim_features.downstream.metrics import spread
 
     runs = [json.loads((Path(args.out) / f"probe_seed{s}.json").read_text()) for s in args.seeds]
     fmt = lambda v: (lambda s: f"{s['mean']:.4f} ± {s['ci95']:.4f}")(spread(v))   # noqa: E731

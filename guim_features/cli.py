@@ -24,13 +24,13 @@ COMMANDS = {
                   "guim sequences --workspace ml100k --set sequences.max_len=1000"),
     "train": ("guim_features.train", "Train GUIM, register it in MLflow; alias 'challenger' if it beats popularity on valid",
               "guim train --workspace ml100k --set train.epochs=20"),
-    "embed": ("guim_features.embed", "Batch-export user mixtures and item vectors to gold Delta tables",
+    "embed": ("guim_features.export", "Batch-export user mixtures and item vectors to gold Delta tables",
               "guim embed --workspace ml100k --backfill 1998-03-01 1998-04-01 --every 1w"),
     "publish": ("guim_features.publish", "Feast apply + materialize, and build the item ANN index",
                 "guim publish --workspace ml100k --set publish.online_store=redis --set publish.redis=localhost:6379"),
     "recommend": ("guim_features.recommend", "Recommend items for a user from the online store",
                   "guim recommend 42 -k 10 --workspace ml100k"),
-    "bench": ("guim_features.bench", "Run the GUIM-Bench downstream suite with baselines",
+    "bench": ("guim_features.downstream", "Run the GUIM-Bench downstream suite with baselines",
               "guim bench --workspace ml100k --quick"),
     "promote": ("guim_features.promote", "Move alias 'champion' to 'challenger' if the bench allows",
                 "guim promote --workspace ml100k --dry-run"),
@@ -69,7 +69,7 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--launcher", choices=["torchrun", "spark"], default="torchrun",
                        help="how to start DDP processes when --num-processes > 1")
     elif name == "embed":
-        from .embed import add_arguments
+        from .export import add_arguments
 
         add_arguments(p)
     elif name == "publish":

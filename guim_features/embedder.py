@@ -145,7 +145,7 @@ def fold_in(item_vectors: np.ndarray, items: list, alpha: float = 1.0, reg: floa
     de-correlated by the catalogue's Gram matrix. alpha and reg are the ALS baseline's
     (bench.als_alpha, bench.als_reg). Chosen on user_profile's valid users over the weighted mean
     of the K interests, the interests concatenated (query or weight order) and the history's mean
-    item vector (guim_features/bench/README.md, "User vector")."""
+    item vector (guim_features/downstream/README.md, "User vector")."""
     y = np.asarray(item_vectors, np.float64)
     y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)     # (V, d)
     gram, eye = y.T @ y, np.eye(y.shape[1])                                  # (d, d)
@@ -203,7 +203,7 @@ def load_embedder(model_uri: str, tracking_uri: str | None = None, device: str =
     import mlflow
 
     if tracking_uri:
-        from .registry import use_uri
+        from .tracking import use_uri
         use_uri(tracking_uri)
     version = None
     if model_uri.startswith("models:/"):

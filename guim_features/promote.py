@@ -65,7 +65,7 @@ def _from_tags(tags: dict) -> dict:
 def version_scores(cfg, client, mv, data) -> dict:
     """Flat bench scores of a model version on ``data``: from its tags when they were measured on
     the same table versions, else measured now (and recorded as tags)."""
-    from .bench import evaluate_tasks
+    from .downstream import evaluate_tasks
     from .bench.baselines.guim import GuimModel
     from .bench.report import tag_version
 
@@ -106,7 +106,7 @@ def run(cfg, args) -> int:
     """Entry point of ``guim promote``."""
     from mlflow import MlflowClient
 
-    from .bench import mlflow_key
+    from .downstream import mlflow_key
     from .bench.data import BenchData
 
     p = cfg.promote

@@ -6,7 +6,7 @@ write ``<workspace>/feature_repo`` (``feature_definitions.py`` copied from the p
 K and d read from the exported vectors); refresh the offline sources (file store: Parquet
 snapshots of the gold tables with the K interests as K columns; Spark store: SQL over the gold
 Delta tables); Feast apply; write the newest snapshot of that version into the online store
-(``publish.materialize``, see online.py: Feast's public ``write_to_online_store`` by default); build
+(``publish.materialize``, see materialize.py: Feast's public ``write_to_online_store`` by default); build
 the HNSW item index stamped with the version, save it under ``<workspace>/ann`` and log it to the
 model's MLflow run.
 
@@ -25,9 +25,9 @@ import numpy as np
 
 from .errors import GuimError
 from .versions import delta_package
+from .views import ITEM_VIEW, SERVICE, USER_VIEW, item_columns, matrix, user_columns  # noqa: F401
 
 TEMPLATE = importlib.resources.files(__package__) / "feature_repo"   # package data, see setup.py
-USER_VIEW, ITEM_VIEW, SERVICE = "user_interests", "item_embedding", "guim_embeddings_v1"
 MODEL_NAME = "guim"
 
 
@@ -116,22 +116,6 @@ def _newest(keys, ts: np.ndarray) -> np.ndarray:
     return order[last]
 
 
-def matrix(column, inner: int | None = None) -> np.ndarray:
-    """A list<float> column -> (N, d) or a list<list<float>> column -> (N, K, d) float32."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n, depth, flat = len(col), 0, col
-    while pa.types.is_list(flat.type) or pa.types.is_large_list(flat.type):
-        flat, depth = pc.list_flatten(flat), depth + 1
-    values = flat.to_numpy(zero_copy_only=False).astype(np.float32)
-    if depth == 1:
-        return values.reshape(n, -1)                                         # (N, d)
-    k = len(col[0]) if n else 0
-    return values.reshape(n, k, -1)                                          # (N, K, d)
-
-
 def choose_version(users, requested: str | None) -> str:
     """``requested``, or the model version of the newest user snapshot (reads two columns)."""
     if requested:
@@ -181,31 +165,6 @@ def spark_query(cfg, name: str, k: int, model_version: str) -> str:
         return (f"SELECT user_id, {cols}, weights, model_version, event_timestamp "
                 f"FROM delta.`{cfg.table(name)}` {where}")
     return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}` {where}"
-
-
-def user_columns(users, k: int):
-    """Gold user rows -> Feast columns: user_id, interest_0..interest_{K-1}, weights, model_version, ts (us)."""
-    import pyarrow as pa
-
-    inter = matrix(users["interests"])                                       # (N, K, d)
-    n, d = inter.shape[0], inter.shape[2] if inter.ndim == 3 else 0
-    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32) if d else np.zeros(n + 1, np.int32))
-    cols = {"user_id": users["user_id"]}
-    for i in range(k):                          # list<float> columns built from flat buffers, no Python rows
-        cols[f"interest_{i}"] = pa.ListArray.from_arrays(offsets, pa.array(inter[:, i, :].ravel()))
-    cols["weights"] = users["weights"].cast(pa.list_(pa.float32()))
-    cols["model_version"] = users["model_version"]
-    cols["event_timestamp"] = users["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))
-    return pa.table(cols)
-
-
-def item_columns(items):
-    """Gold item rows -> Feast columns: item_id, vector, model_version, ts (us)."""
-    import pyarrow as pa
-
-    return pa.table({"item_id": items["item_id"], "vector": items["vector"].cast(pa.list_(pa.float32())),
-                     "model_version": items["model_version"],
-                     "event_timestamp": items["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))})
 
 
 def write_source(dataset, model_version: str, path: Path, columns) -> int:
@@ -383,12 +342,12 @@ def run(cfg, args) -> int:
     """CLI entry: ``guim publish [--model-version V]``."""
     from tqdm import tqdm
 
-    from . import online
+    from . import materialize, redis_store
     from .ann import ItemIndex
 
     t0 = time.perf_counter()
-    online.check_path(cfg)                 # before anything is written: a failed publish changes nothing
-    online.check_reachable(cfg)
+    materialize.check_path(cfg)                 # before anything is written: a failed publish changes nothing
+    redis_store.check_reachable(cfg)
     if cfg.publish.offline_store == "spark":
         from .spark import get_spark
 
@@ -409,12 +368,12 @@ def run(cfg, args) -> int:
     try:
         store = feast_apply(repo, staged_config=True)
         with tqdm(total=users.num_rows + items.num_rows, desc="materialize", unit="row") as bar:
-            counts = online.materialize(cfg, store, users, items, k, bar.update)
+            counts = materialize.materialize(cfg, store, users, items, k, bar.update)
     except BaseException as e:
         discard_staged(repo)
         if cfg.publish.online_store != "redis" or not isinstance(e, Exception):
             raise
-        raise online.redis_error(cfg.publish.redis, e) from None
+        raise redis_store.redis_error(cfg.publish.redis, e) from None
     commit_repo(repo)
     folder = index.save(ann_dir(cfg))
     run_id = log_to_mlflow(cfg, version, folder)

@@ -64,7 +64,7 @@ class Recommender:
         except Exception as e:
             if self.redis is None:
                 raise
-            from .online import redis_error
+            from .redis_store import redis_error
 
             raise redis_error(self.redis, e) from None
 

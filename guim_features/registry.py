@@ -29,6 +29,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from .tracking import use_uri  # noqa: F401  (registry.use_uri is used by callers)
 from .versions import pinned
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -48,22 +49,6 @@ def setup(cfg, experiment: str) -> str:
     if uri.startswith("sqlite:") or "://" not in uri:
         location = (Path(cfg.workspace).resolve() / "mlartifacts").as_uri()
     return mlflow.create_experiment(experiment, artifact_location=location)
-
-
-def use_uri(uri: str) -> None:
-    """Point MLflow's tracking and registry at ``uri`` *without* leaving it in MLFLOW_TRACKING_URI /
-    MLFLOW_REGISTRY_URI (mlflow.set_*_uri writes them, and the environment variable would then
-    override the next workspace's own database in the same process)."""
-    import os
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def git_commit() -> str:

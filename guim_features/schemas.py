@@ -59,7 +59,7 @@ SCHEMAS: dict[str, str] = {
     # Partitioned by (model_version, snapshot_date = the date of event_timestamp).
     "user_embeddings": "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, "
                        "model_version STRING, event_timestamp TIMESTAMP, snapshot_date DATE",
-    # One snapshot per model version, stamped 1970-01-01 (valid at every instant; see embed.py).
+    # One snapshot per model version, stamped 1970-01-01 (valid at every instant; see export.py).
     "item_embeddings": "item_id STRING, vector ARRAY<FLOAT>, model_version STRING, "
                        "event_timestamp TIMESTAMP, snapshot_date DATE",
 }

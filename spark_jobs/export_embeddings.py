@@ -4,7 +4,7 @@
         spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim@challenger] \
         [--as-of TIME ...] [--backfill START END --every 1d] [--set spark.master=yarn]
 
-Same options and job as ``guim embed`` (``guim_features.embed.export``): each user's mixture as of
+Same options and job as ``guim embed`` (``guim_features.export.export``): each user's mixture as of
 every requested instant, from their events before it, appended to gold user_embeddings in one
 Spark job; the model version's item vectors once. The session spark-submit started is reused.
 """
@@ -16,7 +16,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from guim_features.config import ConfigError, load_config
-    from guim_features.embed import add_arguments, run
+    from guim_features.export import add_arguments, run
     from guim_features.errors import GuimError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

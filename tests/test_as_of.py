@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from guim_features.embed import as_of_times, parse_every, parse_time, plan_snapshots
+from guim_features.export import as_of_times, parse_every, parse_time, plan_snapshots
 from guim_features.errors import GuimError
 
 DAY = 86400
@@ -78,7 +78,7 @@ def test_as_of_times_backfill_includes_both_ends_and_merges():
 
 def test_as_of_windows_cut_the_newest_events_before_each_time(spark):
     """Hand-written histories -> one row per needed snapshot with the newest max_len events before it."""
-    from guim_features.embed import as_of_windows
+    from guim_features.export import as_of_windows
 
     hist = spark.createDataFrame(
         [("a", [5, 6, 7, 8], [1, 1, 2, 1], [0, 3, 4, 5], [10, 20, 30, 40], []),
@@ -93,7 +93,7 @@ def test_as_of_windows_cut_the_newest_events_before_each_time(spark):
 
 
 def test_shape_users_nests_flat_interests_and_normalises(spark):
-    from guim_features.embed import shape_users
+    from guim_features.export import shape_users
 
     flat = spark.createDataFrame([("a", [3.0, 4.0, 0.0, 2.0, 0.0, 0.0], [0.25, 0.75], 7)],
                                  "user_id string, interests array<float>, weights array<float>, as_of long")

@@ -99,23 +99,23 @@ def _by_hand(cfg, emb, rows, user, before):
 
 
 def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
-    from guim_features import embed, sequences
+    from guim_features import export, sequences
 
     cfg, rows, version = trained
-    first = embed.export(cfg, times=[T], spark=spark, quiet=True)
+    first = export.export(cfg, times=[T], spark=spark, quiet=True)
     before = _gold_users(cfg, version, T)
     has_past = {r[0] for r in rows if r[3] < T}
     assert set(before) == has_past and first["user_rows"] == len(has_past)
     assert first["item_rows"] == 30
     # a rerun of the same as-of adds nothing
-    again = embed.export(cfg, times=[T], spark=spark, quiet=True)
+    again = export.export(cfg, times=[T], spark=spark, quiet=True)
     assert again["user_rows"] == 0 and again["item_rows"] == 0
     # new events after T for known users, a new user and a new item; silver rebuilt
     later = _events(np.random.default_rng(9), ["u1", "u2", "newbie"], 8, 6, 4) + [("u3", "i99", "buy", T)]
     _write_events(cfg, later, start_ord=10_000)
     sequences.main(cfg, spark=spark, quiet=True)
     shutil.rmtree(cfg.table("user_embeddings"))
-    embed.export(cfg, times=[T], spark=spark, quiet=True)
+    export.export(cfg, times=[T], spark=spark, quiet=True)
     after = _gold_users(cfg, version, T)
     assert set(after) == set(before)
     for u in before:
@@ -130,23 +130,23 @@ def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
 
 
 def test_incremental_run_writes_only_changed_users(trained, spark):
-    from guim_features import embed
+    from guim_features import export
 
     cfg, rows, version = trained
     day = datetime(2026, 1, 20, tzinfo=timezone.utc)      # after every event written so far
-    full = embed.export(cfg, times=[day], spark=spark, quiet=True)
+    full = export.export(cfg, times=[day], spark=spark, quiet=True)
     assert full["user_rows"] == len(_gold_users(cfg, version, day)) >= 12
     new = [("u4", "i2", "buy", day + timedelta(hours=3)), ("u7", "i5", "pv", day + timedelta(hours=5))]
     _write_events(cfg, new, start_ord=20_000)
     rows.extend(new)
-    nxt = embed.export(cfg, times=[day + timedelta(days=1)], spark=spark, quiet=True)
+    nxt = export.export(cfg, times=[day + timedelta(days=1)], spark=spark, quiet=True)
     assert nxt["user_rows"] == 2
     assert set(_gold_users(cfg, version, day + timedelta(days=1))) == {"u4", "u7"}
 
 
 @pytest.mark.parametrize("offline_store", ["file", "spark"])
 def test_label_event_never_in_the_joined_snapshot(trained, spark, offline_store):
-    from guim_features import embed, publish
+    from guim_features import export, publish
     from guim_features.embedder import load_embedder
     from guim_features.features import training_set
 
@@ -155,7 +155,7 @@ def test_label_event_never_in_the_joined_snapshot(trained, spark, offline_store)
     labels = [r for r in rows if r[0] in ("u2", "u6", "u9") and START + timedelta(days=3) < r[3] < T][:6]
     assert len(labels) >= 4
     # snapshots exactly at the labels' instants (the hardest case) and daily ones
-    embed.export(cfg, times=sorted({r[3] for r in labels}), spark=spark, quiet=True)
+    export.export(cfg, times=sorted({r[3] for r in labels}), spark=spark, quiet=True)
     publish.run(cfg, argparse.Namespace(model_version=version))
     entity = pd.DataFrame({"user_id": [r[0] for r in labels], "item_id": [r[1] for r in labels],
                            "event_timestamp": pd.to_datetime([r[3] for r in labels], utc=True)})

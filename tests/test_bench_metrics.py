@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from guim_features.bench import metrics as M
-from guim_features.bench.baselines import Embeddings
-from guim_features.bench.data import BenchData
-from guim_features.bench.tasks import (category_propensity, interest_coverage, item_category, item_demand,
+from guim_features.downstream import metrics as M
+from guim_features.downstream.baselines import Embeddings
+from guim_features.downstream.data import BenchData
+from guim_features.downstream.tasks import (category_propensity, interest_coverage, item_category, item_demand,
                                        next_item, purchase_propensity, similar_items, user_profile)
 from guim_features.config import BenchConfig, load_config, replace
 
@@ -205,7 +205,7 @@ def test_user_vector_is_chosen_on_the_valid_users_only():
 
 
 def test_a_task_the_data_cannot_support_is_skipped_with_a_reason():
-    from guim_features.bench.tasks import Skip
+    from guim_features.downstream.tasks import Skip
 
     d, e = tiny(), tiny_embeddings()
     with pytest.raises(Skip, match="min_class_size"):
@@ -213,7 +213,7 @@ def test_a_task_the_data_cannot_support_is_skipped_with_a_reason():
 
 
 def test_unknown_method_or_task_is_a_clear_error():
-    from guim_features.bench import make_methods, run_suite
+    from guim_features.downstream import make_methods, run_suite
     from guim_features.config import load_config
     from guim_features.errors import GuimError
 
@@ -238,7 +238,7 @@ def test_spread_is_the_sample_std_and_the_95_t_interval():
 
 
 def test_report_bolds_the_best_and_marks_the_level_ones():
-    from guim_features.bench.report import markdown
+    from guim_features.downstream.report import markdown
 
     cell = lambda *v: M.spread(list(v))  # noqa: E731
     report = {"methods": ["a", "b", "c"], "seeds": 3, "tasks": ["next_item"], "headline": {"next_item": "recall@20"},
@@ -304,7 +304,7 @@ def test_user_holdout_view_takes_held_out_users_out_of_fitting():
 
 
 def test_multi_interest_retrieval_merges_each_interests_own_list():
-    from guim_features.bench.tasks import Skip, multi_interest_retrieval as mir
+    from guim_features.downstream.tasks import Skip, multi_interest_retrieval as mir
 
     d, vecs = two_interest_data()
     v = d.user_holdout_view(0.2)
@@ -354,7 +354,7 @@ class Fixed(ReadsContent):
 
 
 def test_suite_scores_content_readers_blind_and_refits_task_views():
-    from guim_features.bench import run_suite
+    from guim_features.downstream import run_suite
     from guim_features.config import load_config
 
     cfg = load_config("unused", ["bench.tasks=[similar_items,multi_interest_retrieval]", "bench.item_scope=all",
@@ -388,8 +388,8 @@ class Boom:
 
 @pytest.mark.parametrize("keep_going, code", [(False, 1), (True, 0)])
 def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypatch, keep_going, code):
-    from guim_features.bench import baselines
-    from guim_features.bench.baselines.simple import Popularity
+    from guim_features.downstream import baselines
+    from guim_features.downstream.baselines.simple import Popularity
     from guim_features.cli import main
 
     monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
@@ -407,7 +407,7 @@ def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypat
 def test_sasrec_last_state_does_not_depend_on_left_padding():
     import torch
 
-    from guim_features.bench.baselines.sasrec import _build
+    from guim_features.downstream.baselines.sasrec import _build
     from guim_features.data import left_pad
 
     torch.manual_seed(0)
@@ -423,7 +423,7 @@ def test_sasrec_last_state_does_not_depend_on_left_padding():
 
 
 def test_sasrec_trains_on_every_window_of_the_train_part_as_guim():
-    from guim_features.bench.baselines.sasrec import length_batches, training_windows
+    from guim_features.downstream.baselines.sasrec import length_batches, training_windows
 
     items = pd.DataFrame({"item_id": [f"i{i}" for i in range(3, 16)], "item_idx": list(range(3, 16))})
     seqs = pd.DataFrame({"user_id": ["u1", "u2"], "item_idx": [list(range(3, 15)), [15, 3, 4]],
@@ -440,9 +440,9 @@ def test_sasrec_trains_on_every_window_of_the_train_part_as_guim():
 
 
 def test_a_method_that_cannot_run_here_is_skipped_not_failed(tmp_path, monkeypatch):
-    from guim_features.bench import baselines
-    from guim_features.bench.baselines import Unavailable
-    from guim_features.bench.baselines.simple import Popularity
+    from guim_features.downstream import baselines
+    from guim_features.downstream.baselines import Unavailable
+    from guim_features.downstream.baselines.simple import Popularity
     from guim_features.cli import main
 
     class NothingRegistered(Boom):

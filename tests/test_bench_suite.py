@@ -28,9 +28,9 @@ def synth_ws(spark, tmp_path_factory):
 
 
 def test_suite_runs_every_baseline_on_the_same_splits(synth_ws, spark):
-    from guim_features.bench import make_methods, run_suite
-    from guim_features.bench.data import BenchData
-    from guim_features.bench.report import markdown
+    from guim_features.downstream import make_methods, run_suite
+    from guim_features.downstream.data import BenchData
+    from guim_features.downstream.report import markdown
 
     cfg = load_config(synth_ws, SMALL + ["bench.methods=[random,popularity,item2vec,als,sasrec,guim_k1]"])
     data = BenchData.load(cfg)
@@ -107,8 +107,8 @@ def test_workspace_without_users_table_skips_user_profile_only(synth_ws, tmp_pat
     reason, the other tasks run."""
     import shutil
 
-    from guim_features.bench import make_methods, run_suite
-    from guim_features.bench.data import BenchData
+    from guim_features.downstream import make_methods, run_suite
+    from guim_features.downstream.data import BenchData
 
     ws = tmp_path / "ws"
     shutil.copytree(synth_ws, ws)

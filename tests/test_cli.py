@@ -96,8 +96,8 @@ def test_bench_reports_each_run_with_the_time_left(tmp_path):
     seeds leave the count), numbered in order, the last with nothing left."""
     from test_bench_metrics import tiny
 
-    from guim_features.bench import make_methods, run_suite
-    from guim_features.bench.baselines import Method
+    from guim_features.downstream import make_methods, run_suite
+    from guim_features.downstream.baselines import Method
     from guim_features.config import load_config
 
     class Broken(Method):

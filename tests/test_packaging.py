@@ -74,7 +74,7 @@ def test_feast_template_is_package_data_and_the_top_level_folder_is_the_same_one
 
 
 def test_item2vec_without_gensim_names_the_extra(monkeypatch, tmp_path):
-    from guim_features.bench.baselines.item2vec import Item2Vec
+    from guim_features.downstream.baselines.item2vec import Item2Vec
     from guim_features.config import load_config
     from guim_features.errors import GuimError
 

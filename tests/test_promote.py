@@ -36,7 +36,7 @@ def registry(workspace, monkeypatch):
     function adding a version with bench tags measured on these tables."""
     from mlflow import MlflowClient
 
-    from guim_features.bench.data import BenchData
+    from guim_features.downstream.data import BenchData
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     d = tiny()

@@ -121,7 +121,7 @@ def test_failed_redis_publish_changes_nothing(published, capsys):
 @pytest.mark.parametrize("path", ["feast", "fast"])
 def test_other_materialize_paths_read_back(tmp_path, path):
     """publish.materialize=feast (FeatureStore.materialize) and =fast (the opt-in writer, compared byte
-    for byte with Feast's in test_online_fast.py) serve bob's version-1 row through plain Feast."""
+    for byte with Feast's in test_materialize_fast.py) serve bob's version-1 row through plain Feast."""
     from guim_features.config import load_config
 
     cfg = load_config(tmp_path / "ws", [f"publish.materialize={path}"])
@@ -154,7 +154,7 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     from deltalake import DeltaTable, write_deltalake
     from silver import write_silver
 
-    from guim_features import embed
+    from guim_features import export
     from guim_features.config import load_config
     from guim_features.embedder import load_embedder
     from guim_features.train import train_model
@@ -177,7 +177,7 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     res = train_model(cfg, overrides={"epochs": 1, "d": 8, "K": 2, "layers": 1, "heads": 1, "max_len": 8},
                       progress=False)
     args = argparse.Namespace(model_uri=f"models:/guim/{res.model_version}")   # one epoch: maybe not challenger
-    assert embed.run(cfg, args) == 0
+    assert export.run(cfg, args) == 0
     users = DeltaTable(cfg.table("user_embeddings")).to_pandas()
     items = DeltaTable(cfg.table("item_embeddings")).to_pandas()
     assert sorted(users["user_id"]) == sorted(f"u{i}" for i in range(12))
@@ -197,5 +197,5 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     for item_id, vec in zip(items["item_id"], items["vector"]):
         assert np.allclose(vec, direct[item_id], atol=1e-5)
     # same version again: nothing added
-    assert embed.run(cfg, args) == 0
+    assert export.run(cfg, args) == 0
     assert len(DeltaTable(cfg.table("user_embeddings")).to_pandas()) == 12

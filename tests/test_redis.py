@@ -24,7 +24,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_port():
     """A throw-away redis-server on a free loopback port, stopped at the end."""
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
 
     with redis_server() as conn:
         yield int(conn.rsplit(":", 1)[1])
@@ -87,7 +87,7 @@ def test_redis_down_says_so(prod, tmp_path):
     from guim_features import publish
     from guim_features.config import load_config
     from guim_features.errors import GuimError
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
     from guim_features.recommend import recommend
 
     cfg, _ = prod

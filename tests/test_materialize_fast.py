@@ -101,13 +101,13 @@ def applied_store(folder, sets, online_extra=None):
 
 def write_both(feast_store, our_store) -> None:
     """Two rounds of the same rows: Feast's public write into one store, the fast writer into the other."""
-    from guim_features import online_fast
+    from guim_features import materialize_fast
 
     for users, items in ((FIRST, ITEMS_1), (SECOND, ITEMS_2)):
         feast_store.write_to_online_store("user_interests", df=feast_user_frame(users))
         feast_store.write_to_online_store("item_embedding", df=feast_item_frame(items))
-        online_fast.write_users(our_store, gold_users(users), K)
-        online_fast.write_items(our_store, gold_items(items))
+        materialize_fast.write_users(our_store, gold_users(users), K)
+        materialize_fast.write_items(our_store, gold_items(items))
 
 
 def sqlite_dump(store) -> dict:
@@ -157,7 +157,7 @@ def test_sqlite_bytes_equal_feast(tmp_path, value_num):
 
 @needs_redis
 def test_redis_bytes_equal_feast(tmp_path):
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
 
     with redis_server() as a, redis_server() as b:
         sets = ["publish.online_store=redis"]
@@ -180,19 +180,19 @@ def test_encoders_match_feast_bytes():
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
-    from guim_features import online_fast
+    from guim_features import materialize_fast
 
     arr = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
-    for row, enc in zip(arr, online_fast.encode_float_lists(arr)):
+    for row, enc in zip(arr, materialize_fast.encode_float_lists(arr)):
         assert enc == Value(float_list_val=FloatList(val=row.tolist())).SerializeToString()
-    assert online_fast.encode_string("v12") == Value(string_val="v12").SerializeToString()
-    for uid, key in zip(["u1", "ü-ñ" * 50], online_fast.entity_keys("user_id", ["u1", "ü-ñ" * 50])):
+    assert materialize_fast.encode_string("v12") == Value(string_val="v12").SerializeToString()
+    for uid, key in zip(["u1", "ü-ñ" * 50], materialize_fast.entity_keys("user_id", ["u1", "ü-ñ" * 50])):
         assert key == serialize_entity_key(EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]), 3)
 
 
 def test_other_feast_versions_refused():
     from guim_features.errors import GuimError
-    from guim_features.online_fast import check_feast_version
+    from guim_features.materialize_fast import check_feast_version
 
     check_feast_version("0.67.0")
     with pytest.raises(GuimError, match="not 0.68.0: use --set publish.materialize=feast_write"):
@@ -202,7 +202,7 @@ def test_other_feast_versions_refused():
 def test_unknown_path_refused(tmp_path):
     from guim_features.config import load_config
     from guim_features.errors import GuimError
-    from guim_features.online import check_path
+    from guim_features.materialize import check_path
 
     assert check_path(load_config(tmp_path / "ws")) == "feast_write"
     with pytest.raises(GuimError, match="publish.materialize='quick': expected one of feast_write, fast, feast"):

@@ -20,7 +20,7 @@ prefix + the raw little-endian floats), entity keys follow Feast's ``serialize_e
 
 This is the one module that depends on Feast's private storage layout and imports private Feast
 names (the provider's online store connection/client, ``helpers._mmh3``). It runs only on the
-Feast versions in ``VERIFIED_FEAST``; ``tests/test_online_fast.py`` writes the same rows through
+Feast versions in ``VERIFIED_FEAST``; ``tests/test_materialize_fast.py`` writes the same rows through
 Feast's public write and through this module and compares the stored bytes per key.
 """
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _write_redis(store, view, keys, values, event_us, progress) -> None:
 
     from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 
-    from .online import redis_error
+    from .redis_store import redis_error
 
     cfg = store.config
     client = store._get_provider().online_store._get_client(cfg.online_store)
@@ -265,7 +265,7 @@ def _strings(column) -> list[bytes]:
 
 def write_users(store, users, k: int, progress=None) -> int:
     """Gold user rows (one per user) -> the online user view, vectorised."""
-    from .publish import USER_VIEW, matrix
+    from .views import USER_VIEW, matrix
 
     inter = matrix(users["interests"])                                       # (N, K, d)
     if inter.shape[1] != k:
@@ -279,7 +279,7 @@ def write_users(store, users, k: int, progress=None) -> int:
 
 def write_items(store, items, progress=None) -> int:
     """Gold item rows (one per item) -> the online item view, vectorised."""
-    from .publish import ITEM_VIEW, matrix
+    from .views import ITEM_VIEW, matrix
 
     values = {"vector": encode_float_lists(matrix(items["vector"])),          # (M, d)
               "model_version": _strings(items["model_version"])}
