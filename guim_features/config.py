@@ -182,7 +182,12 @@ class TrainConfig:
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
     eval_batch_size: int = opt(512, "Users per batch during valid/test full ranking")
     valid_users: int = opt(10000, "Per-epoch validation ranks a fixed random subset of this many users (0 = all); "
-                                  "the final valid and test metrics always use every user")
+                                  "the final valid and test metrics use train.final_eval_users")
+    final_eval_users: int = opt(0, "Final valid and test metrics and the popularity gate rank a fixed random subset "
+                                   "of this many users (0 = every user); full ranking costs users x catalogue, "
+                                   "hours at millions of users")
+    max_steps: int = opt(0, "Training steps per epoch at most (0 = the whole epoch); a throughput measurement "
+                            "on data too big for a whole epoch")
     shuffle_buffer: int = opt(20000, "Streaming loader: windows held in the shuffle buffer")
     seed: int = opt(0, "Random seed (weights, shuffling, masking, negatives)")
     device: str = opt("auto", "auto (cuda if present) | cpu | cuda")

@@ -3,10 +3,12 @@
 AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast, pinned-memory
 batches and (``train.compile``) ``torch.compile`` on CUDA, a tqdm bar with loss and sequences/s,
 full-ranking Recall/NDCG@20 on a fixed sample of valid users every epoch (``train.valid_users``;
-the final valid and test metrics rank every user), early stopping on valid NDCG@20, a stop with
-the step named if the loss is not finite, a checkpoint every epoch (``<workspace>/checkpoints/last.pt``)
-and ``--resume`` to continue an unfinished run. The best epoch's weights are tested, saved with
-their config, logged to MLflow and registered as a new version of ``guim``. The version gets alias
+the final valid and test metrics rank every user, or ``train.final_eval_users`` of them), early
+stopping on valid NDCG@20, a stop with the step named if the loss is not finite, a checkpoint every
+epoch (``<workspace>/checkpoints/last.pt``), ``--resume`` to continue an unfinished run, and
+``train.max_steps`` to cap an epoch (throughput measurements on data too big for a whole one).
+The best epoch's weights are tested, saved with their config, logged to MLflow and registered as a
+new version of ``guim``. The version gets alias
 ``challenger`` only when its valid Recall@20 beats a popularity ranking of the same valid split
 (same users, same metric, their earlier items excluded): a model that learned nothing is never
 served by default; otherwise it is registered without the alias and a loud message gives both
@@ -54,6 +56,9 @@ def _train_config(cfg, seed, overrides):
     tc = dataclasses.replace(tc, **(overrides or {}))
     if seed is not None:
         tc = dataclasses.replace(tc, seed=seed)
+    for key in ("max_steps", "final_eval_users", "valid_users"):
+        if getattr(tc, key) < 0:
+            raise GuimError(f"train.{key}={getattr(tc, key)}: expected 0 (no limit) or a positive number")
     return tc
 
 
@@ -81,33 +86,42 @@ def _rank_split(cfg, which: str, L: int, batch_size: int, score, max_users: int 
     return {f"{which}_{k}": v / n for k, v in tot.items()}
 
 
+EVAL_LOGITS = 1 << 25   # floats in one (users x K, catalogue) block of the ranking: 128 MB, twice that with exp
+
+
 def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
              skip_users: frozenset = frozenset()) -> dict:
     """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
-    against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation)."""
+    against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation).
+    A batch's users are scored in row blocks of at most :data:`EVAL_LOGITS` K-interest logits, so
+    memory stays flat as the catalogue grows (512 users x 4 interests x 200k items would be 1.6 GB
+    per intermediate)."""
     import torch
 
     model.eval()
     with torch.no_grad():
-        cat = model.catalogue()                                              # (V - 3, d)
+        cat = model.catalogue().float()                                      # (V - 3, d)
 
         def score(b):
             t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
             interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
+            rows = max(1, EVAL_LOGITS // (interests.shape[1] * len(cat)))
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
-            s = model.logits(interests.float(), weights.float(), cat.float())  # (B, V - 3)
+            s = torch.cat([model.logits(interests[r:r + rows].float(), weights[r:r + rows].float(), cat)
+                           for r in range(0, len(interests), rows)])        # (B, V - 3)
             return torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
 
         return _rank_split(cfg, which, L, batch_size, score, max_users, seed, skip_users)
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
-                       skip_users: frozenset = frozenset()) -> dict:
+                       skip_users: frozenset = frozenset(), max_users: int = 0, seed: int = 0) -> dict:
     """The same metrics for the popularity ranking (``counts``: training-part occurrences per item_idx),
-    on the same users, targets and exclusions as :func:`evaluate` — the floor a model must beat."""
+    on the same users, targets and exclusions as :func:`evaluate` (with the same ``max_users`` and
+    ``seed``: the same subset) — the floor a model must beat."""
     s = np.asarray(counts, np.float32)
     return _rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))),
-                       skip_users=skip_users)
+                       max_users, seed, skip_users)
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -181,6 +195,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     model.to(device)
     stream = TrainStream(cfg, tc.max_len, tc.batch_size, tc.seed, tc.windows, tc.shuffle_buffer, rank, world, skip)
     steps = math.ceil(count_windows(cfg, tc.max_len, tc.windows, rank, world, skip) / tc.batch_size)
+    if tc.max_steps:
+        steps = min(steps, tc.max_steps)    # the learning-rate schedule then spans the capped epochs
     if ddp:
         t = torch.tensor([steps], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)   # every rank must take the same number of steps
@@ -213,12 +229,13 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     for epoch in range(start, tc.epochs):
         stream.set_epoch(epoch)
         net.train()
-        t0, seen, losses = time.time(), 0, []
+        t0, seen, positions, losses = time.time(), 0, 0, []
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress or rank != 0,
                    leave=False)
         for i, batch in enumerate(stream):
             if i >= steps:
                 break
+            positions += int(np.count_nonzero((batch["items"][:, :-1] > 0) & (batch["items"][:, 1:] > 0)))
             b = {k: (torch.from_numpy(v).pin_memory().to(device, non_blocking=True) if pin
                      else torch.as_tensor(v, device=device)) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -248,7 +265,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         bar.close()
         secs = time.time() - t0
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs,
+               "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs, "steps": len(losses),
+               "positions_per_s": positions * world / max(secs, 1e-9),
                **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed,
                           skip)}
         history.append(rec)
@@ -259,7 +277,9 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             bad += 1
         if progress and rank == 0:
             print(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  valid R@20 {rec['valid_recall@20']:.4f}  "
-                  f"NDCG@20 {rec['valid_ndcg@20']:.4f}  {rec['seq_per_s']:.0f} seq/s", file=sys.stderr)
+                  f"NDCG@20 {rec['valid_ndcg@20']:.4f}  {rec['seq_per_s']:.0f} seq/s  "
+                  f"{rec['positions_per_s']:.0f} target positions/s  ({rec['steps']} steps in {secs:.1f}s)",
+                  file=sys.stderr)
         if logger:
             logger.epoch(rec, step)
             run_id = logger.run_id
@@ -273,15 +293,17 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         if bad >= tc.patience:
             break
     model.load_state_dict(best_state)
+    n_final = tc.final_eval_users            # 0: every user; else a fixed subset, the same for model and popularity
+    # the best epoch's validation already ranked these users (same count, same seed) with these weights
     full_valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
-                  if not tc.valid_users else evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device,
-                                                      skip_users=skip))
+                  if tc.valid_users == n_final else
+                  evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip))
     metrics = {**full_valid,
-               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, skip_users=skip),
+               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip),
                "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
     if register:   # the registration gate's floor; bench refits and other unregistered runs skip the extra ranking
-        pop = popularity_metrics(cfg, counts, "valid", tc.max_len, tc.eval_batch_size, skip_users=skip)
+        pop = popularity_metrics(cfg, counts, "valid", tc.max_len, tc.eval_batch_size, skip, n_final, tc.seed)
         metrics.update({f"popularity_{k}": pop[k] for k in ("valid_recall@20", "valid_ndcg@20")})
     meta = {"train_config": dataclasses.asdict(tc), "table_versions": versions, "metrics": metrics}
     emb = Embedder(model.cpu(), meta)

@@ -217,3 +217,27 @@ def test_non_finite_loss_stops_with_the_step_named(tmp_path):
                                                              "lr": 1e30, "warmup_steps": 1, "grad_clip": 0.0},
                     mlflow_log=False, register=False, progress=False)
     assert not (tmp_path / "ws" / "checkpoints" / CHECKPOINT).exists()   # nothing half-trained is saved
+
+
+def test_max_steps_caps_each_epoch_and_final_metrics_rank_a_fixed_subset(tmp_path):
+    """40 users with 10 training events, windows of max_len + 1 = 5: ceil(9 / 4) = 3 windows each,
+    120 windows = 15 steps of 8. Capped at 3 steps per epoch; the final metrics over 7 users are
+    multiples of 1/7 (Recall@k: hits / users)."""
+    from silver import write_silver
+
+    from guim_features.errors import GuimError
+    from guim_features.train import train_model
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=40, items=30, events=12)
+    cfg = load_config(tmp_path / "ws")
+    small = {"d": 16, "layers": 1, "heads": 1, "K": 2, "max_len": 4, "batch_size": 8, "warmup_steps": 1}
+    run = lambda **kw: train_model(cfg, overrides={**small, **kw}, mlflow_log=False, progress=False)  # noqa: E731
+    whole = run(epochs=1)
+    assert [r["steps"] for r in whole.history] == [15]
+    capped = run(epochs=2, max_steps=3, final_eval_users=7, valid_users=7)
+    assert [r["steps"] for r in capped.history] == [3, 3]
+    for key in ("valid_recall@20", "test_recall@20", "popularity_valid_recall@20"):
+        assert abs(capped.metrics[key] * 7 - round(capped.metrics[key] * 7)) < 1e-9, key
+    assert abs(whole.metrics["test_recall@20"] * 40 - round(whole.metrics["test_recall@20"] * 40)) < 1e-9
+    with pytest.raises(GuimError, match="train.max_steps=-1"):
+        run(max_steps=-1)

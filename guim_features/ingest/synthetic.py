@@ -33,14 +33,29 @@ def _zipf_weights(n: int, a: float, rng: np.random.Generator) -> np.ndarray:
     return w[rng.permutation(n)]
 
 
+@dataclass
+class Catalogue:
+    """The items and the category-level state that users and events are drawn against."""
+    items: pd.DataFrame        # item_id, category, brand, shop, price, year, title, tags, image
+    cat_share: np.ndarray      # (C,) category popularity weights (unnormalised)
+    cat_price: np.ndarray      # (C,) price level per category
+    cum: np.ndarray            # (items,) category c's items cover (c, c + 1] by within-category popularity
+
+
 def generate(users: int = 2000, items: int = 1000, events_per_user: int = 60, categories: int = 20,
              days: int = 30, seed: int = 42, start_date: str = "2026-01-01") -> SyntheticData:
     """Generate the three bronze inputs; about ``users * events_per_user`` events in total."""
     if users < 1 or items < categories or categories < 2 or events_per_user < 1 or days < 1:
         raise ValueError("synthetic: need users >= 1, items >= categories >= 2, events_per_user >= 1, days >= 1")
     rng = np.random.default_rng(seed)
-    C = categories
+    cat = catalogue(rng, items, categories)
+    events, users_df = population(rng, cat, users, events_per_user, days, start_date)
+    return SyntheticData(events=events, items=cat.items, users=users_df)
 
+
+def catalogue(rng: np.random.Generator, items: int, categories: int) -> Catalogue:
+    """Items with content and within-category Zipf popularity (draws from ``rng`` first, before any user)."""
+    C = categories
     # -- items ------------------------------------------------------------------------------
     cat_share = _zipf_weights(C, 0.6, rng)
     item_cat = np.sort(rng.choice(C, size=items, p=cat_share / cat_share.sum()))
@@ -73,7 +88,22 @@ def generate(users: int = 2000, items: int = 1000, events_per_user: int = 60, ca
         s, e = cat_start[c], (cat_start[c + 1] if c + 1 < C else items)
         cum[s:e] = c + np.cumsum(pop[s:e]) / pop[s:e].sum()
     item_ids = np.char.add("i", np.arange(items).astype(str))
+    items_df = pd.DataFrame({
+        "item_id": item_ids, "category": np.char.add("c", item_cat.astype(str)),
+        "brand": np.char.add("b", brand.astype(str)), "shop": np.char.add("s", shop.astype(str)),
+        "price": price, "year": pd.array([None] * items, dtype="Int32"), "title": title, "tags": tags,
+        "image": list(image),
+    })
+    return Catalogue(items_df, cat_share, cat_price, cum)
 
+
+def population(rng: np.random.Generator, catalog: Catalogue, users: int, events_per_user: int, days: int,
+               start_date: str, first_user: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events, users) of ``users`` users with ids ``u{first_user}``, ``u{first_user + 1}``, …; drawing a
+    population in chunks with one generator per chunk keeps memory bounded at any size."""
+    C, items = len(catalog.cat_share), len(catalog.items)
+    cat_share, cat_price, cum = catalog.cat_share, catalog.cat_price, catalog.cum
+    item_ids = catalog.items["item_id"].to_numpy()
     # -- users: 1-4 interests with weights, attributes correlated with them ---------------------
     n_int = rng.choice([1, 2, 3, 4], size=users, p=[0.3, 0.3, 0.25, 0.15])
     keys = rng.random((users, C)) / cat_share[None, :] ** 0.5   # popular categories more likely
@@ -87,7 +117,7 @@ def generate(users: int = 2000, items: int = 1000, events_per_user: int = 60, ca
     level = (np.log(cat_price[interests]) * w).sum(1)
     power = np.clip(np.digitize(level + rng.normal(0, 0.4, size=users),
                                 np.quantile(level, [1 / 3, 2 / 3])), 0, 2)
-    user_ids = np.char.add("u", np.arange(users).astype(str))
+    user_ids = np.char.add("u", np.arange(first_user, first_user + users).astype(str))
     planted = [interests[u, :n_int[u]].tolist() for u in range(users)]
 
     # -- events: page views, then the funnel --------------------------------------------------
@@ -122,15 +152,9 @@ def generate(users: int = 2000, items: int = 1000, events_per_user: int = 60, ca
         "behavior": np.array(["pv", "fav", "cart", "buy"])[beh],
         "ts": start + (ts * 1e6).astype("int64").astype("timedelta64[us]"),
     })
-    items_df = pd.DataFrame({
-        "item_id": item_ids, "category": np.char.add("c", item_cat.astype(str)),
-        "brand": np.char.add("b", brand.astype(str)), "shop": np.char.add("s", shop.astype(str)),
-        "price": price, "year": pd.array([None] * items, dtype="Int32"), "title": title, "tags": tags,
-        "image": list(image),
-    })
     users_df = pd.DataFrame({
         "user_id": user_ids, "age_bucket": AGE_BUCKETS[age], "gender": gender,
         "occupation": None, "purchase_power": POWER[power],
         "planted_interests": [[f"c{c}" for c in row] for row in planted],
     })
-    return SyntheticData(events=events, items=items_df, users=users_df)
+    return events, users_df
