@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _redis_server():
-    from guim_features.online import redis_server
+    from guim_features.redis_store import redis_server
 
     return redis_server()
 

@@ -22,6 +22,7 @@ from .errors import GuimError
 
 PATHS = ("feast_write", "fast", "feast")
 CHUNK = 5000      # rows per write_to_online_store call: one SQLite transaction / two Redis round trips
+SLICE = 100_000   # gold user rows converted (and, on the fast path, encoded) at a time
 
 
 def write_view(store, view_name: str, table, chunk: int = CHUNK, progress=None) -> int:
@@ -99,7 +100,9 @@ def materialize(cfg, store, users, items, k: int, progress=None) -> dict:
         from .materialize_fast import write_items as put_items, write_users as put_users
     else:
         put_users, put_items = write_users, write_items
-    n_users = put_users(store, users, k, progress=progress)
+    n_users = 0
+    for start in range(0, users.num_rows, SLICE):   # converted slice by slice: bounded driver memory
+        n_users += put_users(store, users.slice(start, SLICE), k, progress=progress)
     user_s = time.perf_counter() - t0
     put_items(store, items, progress=progress)
     for view, t in ((USER_VIEW, users), (ITEM_VIEW, items)):

@@ -66,8 +66,8 @@ def version_scores(cfg, client, mv, data) -> dict:
     """Flat bench scores of a model version on ``data``: from its tags when they were measured on
     the same table versions, else measured now (and recorded as tags)."""
     from .downstream import evaluate_tasks
-    from .bench.baselines.guim import GuimModel
-    from .bench.report import tag_version
+    from .downstream.baselines.guim import GuimModel
+    from .downstream.report import tag_version
 
     if mv.tags.get("bench.data") == data.fingerprint:
         scores = _from_tags(mv.tags)
@@ -83,7 +83,7 @@ def version_scores(cfg, client, mv, data) -> dict:
 
 def headline_metrics(scores: dict) -> list:
     """``task.metric`` of each task's headline among flat scores."""
-    from .bench.tasks import NAMES, headline, load
+    from .downstream.tasks import NAMES, headline, load
 
     out = []
     for t in NAMES:
@@ -107,7 +107,7 @@ def run(cfg, args) -> int:
     from mlflow import MlflowClient
 
     from .downstream import mlflow_key
-    from .bench.data import BenchData
+    from .downstream.data import BenchData
 
     p = cfg.promote
     name = p.model_name or cfg.train.model_name

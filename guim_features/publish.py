@@ -280,11 +280,27 @@ def popular_items(cfg, n: int) -> list[str]:
             return []
         top = spark.read.format("delta").load(path).groupBy("item_id").count().orderBy("count", ascending=False)
         return [r["item_id"] for r in top.limit(n).collect()]
+    import pyarrow as pa
+
     try:
-        ev = DeltaTable(path).to_pyarrow_table(columns=["item_id"])
+        batches = DeltaTable(path).to_pyarrow_dataset().to_batches(columns=["item_id"], batch_size=1 << 20)
     except TableNotFoundError:
         return []
-    counts = ev.group_by("item_id").aggregate([("item_id", "count")]).sort_by([("item_id_count", "descending")])
+
+    def merged(parts):   # counts per item, summed over partial tables of (item_id, n)
+        t = pa.concat_tables(parts).group_by("item_id").aggregate([("n", "sum")])
+        return t.select(["item_id", "n_sum"]).rename_columns(["item_id", "n"])
+
+    # streamed a million events at a time: the driver holds counts per item, never the event column
+    parts = []
+    for batch in batches:
+        part = pa.table({"item_id": batch.column(0)}).group_by("item_id").aggregate([("item_id", "count")])
+        parts.append(part.select(["item_id", "item_id_count"]).rename_columns(["item_id", "n"]))
+        if len(parts) >= 16:
+            parts = [merged(parts)]
+    if not parts:
+        return []
+    counts = merged(parts).sort_by([("n", "descending"), ("item_id", "ascending")])
     return counts["item_id"].slice(0, n).to_pylist()
 
 

@@ -199,3 +199,19 @@ def test_embed_exports_every_user_and_item(tmp_path, spark, monkeypatch):
     # same version again: nothing added
     assert export.run(cfg, args) == 0
     assert len(DeltaTable(cfg.table("user_embeddings")).to_pandas()) == 12
+
+
+def test_popular_items_counts_events_streamed(tmp_path):
+    """Counts over many small Delta files (several batches): most frequent first, ties by id."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from guim_features.config import load_config
+    from guim_features.publish import popular_items
+
+    cfg = load_config(tmp_path)
+    for ids in (["a", "b", "b"], ["b", "c", "a"], ["b", "b", "d", "a", "d"]):   # b 5, a 3, d 2, c 1
+        write_deltalake(cfg.table("events"), pa.table({"item_id": ids}), mode="append")
+    assert popular_items(cfg, 3) == ["b", "a", "d"]
+    assert popular_items(cfg, 10) == ["b", "a", "d", "c"]
+    assert popular_items(load_config(tmp_path / "other"), 3) == []
