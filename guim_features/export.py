@@ -34,9 +34,7 @@ Feast's point-in-time join then gives a label at time ``t`` the newest snapshot 
   (``interests`` K*d) is nested K x d afterwards (:func:`shape_users`; L2-normalised there for
   cosine models, in numpy float32 as the model scores). Items added to the
   index after training keep the embedder's encoding (hashed id bucket) through the pyfunc's
-  ``max_item_idx`` param. Measured on the synthetic default workspace (2,000 users, warm session,
-  shared 2-core machine): users at 64/s through spark_udf against 47/s with a torch checkpoint
-  shipped to the tasks, whole command 81 s against 55 s; gold bit-identical.
+  ``max_item_idx`` param. (Cost against shipping a torch checkpoint to the tasks: README, Publish.)
 
 spark-submit: ``spark-submit --packages "$(python -m guim_features.versions)" --py-files guim_features.zip
 spark_jobs/export_embeddings.py --workspace WS [--model-uri models:/guim/3] [--as-of …] [--backfill …]``.
