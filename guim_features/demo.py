@@ -64,6 +64,7 @@ def _train(cfg):
 
 def run(cfg, args) -> int:
     """CLI entry: ``guim demo [--workspace DIR]``."""
+    from .cli import COMMANDS
     from .config import replace
     from .recommend import format_table, recommend
 
@@ -79,7 +80,7 @@ def run(cfg, args) -> int:
         else:
             extra = {"ingest": ("--source", "synthetic"), "embed": ("--model-uri", f"models:/{name}/{version}"),
                      "publish": ("--model-version", str(version))}.get(step, ())
-            rc = importlib.import_module(f"guim_features.{step}").run(stage_cfg, _args(step, cfg, *extra))
+            rc = importlib.import_module(COMMANDS[step][0]).run(stage_cfg, _args(step, cfg, *extra))
         times[step] = time.perf_counter() - t0
         if rc:
             return rc
