@@ -41,17 +41,14 @@ def gold_users(n: int, K: int, d: int, seed: int = 0):
     """A random gold user_embeddings snapshot (pyarrow), model version 'bench'."""
     import pyarrow as pa
 
+    from guim_features.views import nested_lists
+
     rng = np.random.default_rng(seed)
     inter = rng.normal(size=(n, K, d)).astype(np.float32)                    # (N, K, d)
     w = rng.dirichlet(np.ones(K), size=n).astype(np.float32)                 # (N, K)
-    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, n * K * d + 1, d, dtype=np.int32)),
-                                     pa.array(inter.ravel()))
     ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
     return pa.table({
-        "user_id": [f"u{i}" for i in range(n)],
-        "interests": pa.ListArray.from_arrays(pa.array(np.arange(0, n * K + 1, K, dtype=np.int32)), inner),
-        "weights": pa.ListArray.from_arrays(pa.array(np.arange(0, n * K + 1, K, dtype=np.int32)),
-                                            pa.array(w.ravel())),
+        "user_id": [f"u{i}" for i in range(n)], "interests": nested_lists(inter, d, K), "weights": nested_lists(w, K),
         "model_version": ["bench"] * n,
         "event_timestamp": pa.array([ts] * n, pa.timestamp("us", tz="UTC")),
         "snapshot_date": pa.array([ts.date()] * n, pa.date32())})
@@ -60,10 +57,9 @@ def gold_users(n: int, K: int, d: int, seed: int = 0):
 def gold_items(n: int, d: int):
     import pyarrow as pa
 
-    vec = np.eye(n, d, dtype=np.float32)
-    return pa.table({"item_id": [f"i{i}" for i in range(n)],
-                     "vector": pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
-                                                        pa.array(vec.ravel())),
+    from guim_features.views import nested_lists
+
+    return pa.table({"item_id": [f"i{i}" for i in range(n)], "vector": nested_lists(np.eye(n, d, dtype=np.float32), d),
                      "model_version": ["bench"] * n,
                      "event_timestamp": pa.array([datetime(1970, 1, 1, tzinfo=timezone.utc)] * n,
                                                  pa.timestamp("us", tz="UTC")),

@@ -46,7 +46,7 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
     """Random gold tables (pyarrow) of one snapshot, model version 'bench'."""
     import pyarrow as pa
 
-    from guim_features.export import _nested
+    from guim_features.views import nested_lists
 
     rng = np.random.default_rng(seed)
     ts = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
@@ -58,9 +58,9 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
         inter = _clustered(rng, n_users * K, d, centres).reshape(n_users, K, d)
         vecs = _clustered(rng, n_items, d, centres)
     users = pa.table({"user_id": [f"u{i}" for i in range(n_users)],
-                      "interests": _nested(inter, d, K), "weights": _nested(w, K),
+                      "interests": nested_lists(inter, d, K), "weights": nested_lists(w, K),
                       "model_version": ["bench"] * n_users, "event_timestamp": ts.take([0] * n_users)})
-    items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": _nested(vecs, d),
+    items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": nested_lists(vecs, d),
                       "model_version": ["bench"] * n_items, "event_timestamp": ts.take([0] * n_items)})
     return users, items
 

@@ -148,10 +148,17 @@ def fold_in(item_vectors: np.ndarray, items: list, alpha: float = 1.0, reg: floa
     item vector (guim_features/downstream/README.md, "User vector")."""
     y = np.asarray(item_vectors, np.float64)
     y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)     # (V, d)
-    gram, eye = y.T @ y, np.eye(y.shape[1])                                  # (d, d)
-    out = np.zeros((len(items), y.shape[1]), np.float32)
+    return als_fold_in(y, items, alpha, reg).astype(np.float32)
+
+
+def als_fold_in(factors: np.ndarray, items: list, alpha: float, reg: float) -> np.ndarray:
+    """The fold-in of :func:`fold_in` with the item ``factors`` (V, r) taken as they are -> (B, r)
+    float64: the ALS baseline's user vectors from Spark's item factors, and GUIM's from its own."""
+    y = np.asarray(factors, np.float64)
+    gram, eye = y.T @ y, np.eye(y.shape[1])                                  # (r, r)
+    out = np.zeros((len(items), y.shape[1]))
     for b, i in enumerate(items):
-        yu = y[np.asarray(i, np.int64)]                                      # (n_u, d)
+        yu = y[np.asarray(i, np.int64)]                                      # (n_u, r)
         out[b] = np.linalg.solve(gram + alpha * yu.T @ yu + reg * max(len(yu), 1) * eye, (1 + alpha) * yu.sum(0))
     return out
 

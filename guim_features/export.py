@@ -48,6 +48,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from .errors import GuimError
+from .views import nested_lists
 
 ITEM_STAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PARTITIONS = ["model_version", "snapshot_date"]
@@ -122,17 +123,6 @@ def plan_snapshots(t: np.ndarray, existing: np.ndarray, times: np.ndarray) -> tu
 
 
 # -- Spark transforms (pure DataFrame -> DataFrame) ----------------------------------------------
-
-def _nested(values, inner: int, outer: int | None = None):
-    """Flat float32 values -> list<float> of ``inner`` (or list<list<float>> of outer x inner)."""
-    import pyarrow as pa
-
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
-    arr = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, inner, dtype=np.int32)), flat)
-    if outer is None:
-        return arr
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, len(arr) + 1, outer, dtype=np.int32)), arr)
-
 
 def _l2(x):
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
@@ -272,7 +262,7 @@ def shape_users(flat, K: int, d: int, normalize: bool = False):
             interests = values.astype(np.float32).reshape(b.num_rows, K, d)           # (B, K, d)
             if normalize:
                 interests = _l2(interests)
-            yield pa.RecordBatch.from_arrays([b.column("user_id"), _nested(interests, d, K),
+            yield pa.RecordBatch.from_arrays([b.column("user_id"), nested_lists(interests, d, K),
                                               b.column("weights"), b.column("as_of")],
                                              names=["user_id", "interests", "weights", "as_of"])
 
@@ -297,7 +287,7 @@ def encode_items(item_features, udf, normalize: bool = False):
                 continue
             values, _ = _lists(b.column("vector"))
             vectors = _l2(values.astype(np.float32).reshape(b.num_rows, -1))          # (N, d)
-            yield pa.RecordBatch.from_arrays([b.column("item_id"), _nested(vectors, vectors.shape[1])],
+            yield pa.RecordBatch.from_arrays([b.column("item_id"), nested_lists(vectors, vectors.shape[1])],
                                              names=["item_id", "vector"])
 
     return out.mapInArrow(fn, ITEM_SCHEMA)
@@ -396,6 +386,7 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     """Append the as-of snapshots of ``times`` (default: now) and the version's item snapshot to gold.
 
     Returns {'model_version', 'times', 'user_rows', 'item_rows', 'seconds'}."""
+    import mlflow
     from pyspark.sql import functions as F
 
     from . import delta
@@ -424,7 +415,9 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     hist = histories(events, index, list(cfg.ingest.behaviors), cfg.sequences.gap_buckets,
                      max(times_s), version_rows(spark, paths["user_embeddings"], version), min(times_s))
     max_item_idx = index.agg(F.max("item_idx")).first()[0] or 0
-    udf = model_udf(spark, version_uri, "users", cfg.embed.batch_size, max_item_idx)
+    # one local copy of the version serves both UDFs (spark_udf would download it again for each)
+    local_model = mlflow.artifacts.download_artifacts(artifact_uri=version_uri)
+    udf = model_udf(spark, local_model, "users", cfg.embed.batch_size, max_item_idx)
     windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len)
     users = encode_users(windows, udf, emb.K, emb.d, normalize)
     counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
@@ -432,7 +425,7 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     old_items = version_rows(spark, paths["item_embeddings"], version)
     if old_items is None or old_items.limit(1).count() == 0:
         feats = _spread(delta.read(spark, cfg.table("item_features"), "item_features"), n_part)
-        udf = model_udf(spark, version_uri, "items", cfg.embed.batch_size)
+        udf = model_udf(spark, local_model, "items", cfg.embed.batch_size)
         items = stamp(encode_items(feats, udf, normalize), version, ITEM_STAMP)
         counts["item_rows"] = write_gold(items, paths["item_embeddings"], "item_embeddings")
     else:

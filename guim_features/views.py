@@ -1,4 +1,5 @@
-"""The published Feast views: their names, and gold Arrow rows -> the views' columns.
+"""The published Feast views: their names, gold Arrow rows -> the views' columns, and the Arrow
+list columns both are made of.
 
 Shared by ``publish`` (the repository, the offline sources) and the online writers, which would
 otherwise import each other.
@@ -49,3 +50,14 @@ def item_columns(items):
     return pa.table({"item_id": items["item_id"], "vector": items["vector"].cast(pa.list_(pa.float32())),
                      "model_version": items["model_version"],
                      "event_timestamp": items["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))})
+
+
+def nested_lists(values, inner: int, outer: int | None = None):
+    """Flat float32 values -> list<float> of ``inner`` (or list<list<float>> of outer x inner)."""
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
+    arr = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, inner, dtype=np.int32)), flat)
+    if outer is None:
+        return arr
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, len(arr) + 1, outer, dtype=np.int32)), arr)

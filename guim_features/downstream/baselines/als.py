@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...embedder import als_fold_in
 from . import Embeddings, Method
 
 
@@ -33,11 +34,6 @@ class ALS(Method):
         f = model.itemFactors.toPandas()
         items = np.zeros((data.n_items, b.als_rank), dtype=np.float64)  # (V, r)
         items[f["id"].to_numpy()] = np.stack(f["features"].to_numpy())
-        gram = items.T @ items  # (r, r)
-        users = np.zeros((data.n_users, b.als_rank))  # (U, r)
-        for u in range(data.n_users):
-            seen = np.unique(data.test_input(u))
-            y = items[seen]  # (n_u, r)
-            a = gram + b.als_alpha * y.T @ y + b.als_reg * max(len(seen), 1) * np.eye(b.als_rank)
-            users[u] = np.linalg.solve(a, (1 + b.als_alpha) * y.sum(0))
+        users = als_fold_in(items, [np.unique(data.test_input(u)) for u in range(data.n_users)],
+                            b.als_alpha, b.als_reg)  # (U, r)
         return Embeddings(items, users)
