@@ -151,6 +151,12 @@ class TrainConfig:
                                          "sequence state + its own read-out, and the K interests collapse into one)")
     diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
                                        "(ComiRec-SA): pushes the interests onto different events")
+    routing_weight: float = opt(0.0, "Weight of the routing regulariser (REMI): the squared variances of each "
+                                     "interest's attention over the events it may read; against an interest "
+                                     "collapsing onto a single event")
+    hard_negative_beta: float = opt(0.0, "Interest-aware hard negatives (REMI): each negative's share of the "
+                                         "InfoNCE partition is reweighted by softmax(beta * logit) over the "
+                                         "negatives (0 = plain InfoNCE; the paper uses ~1)")
     score: str = opt("lse", "User-item score over the K interests: lse (tau log sum_k w_k exp(s_k / tau): a "
                             "w-weighted mixture of the K interests' softmax kernels) | max (max_k s_k)")
     train_score: str = opt("exact", "Training logits: exact (`score`, every interest trained by every target) | "

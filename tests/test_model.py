@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
+from guim_features.model.guim import hard_negative_logits, routing_penalty
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -31,7 +32,7 @@ def seqs(B=3, L=10, seed=0):
 
 @pytest.mark.parametrize("K", [1, 4])
 def test_interface_shapes(K):
-    m = make(K=K, diversity_weight=0.1)                           # the penalty term exists for K > 1
+    m = make(K=K, diversity_weight=0.1, routing_weight=1.0)       # the penalty terms exist for K > 1
     interests, weights = m.encode_users(*seqs())
     assert interests.shape == (3, K, 16) and weights.shape == (3, K)
     assert torch.allclose(weights.sum(-1), torch.ones(3), atol=1e-5)
@@ -39,7 +40,7 @@ def test_interface_shapes(K):
     assert items.shape == (50, 16)
     assert m.score(interests, weights, items).shape == (3, 50)
     loss, parts = m.train().loss({"items": seqs(4, 11)[0], "behavior": seqs(4, 11)[1], "gaps": seqs(4, 11)[2]})
-    assert loss.dim() == 0 and torch.isfinite(loss) and set(parts) == ({"next"} if K == 1 else {"next", "overlap"})
+    assert loss.dim() == 0 and torch.isfinite(loss) and set(parts) == ({"next"} if K == 1 else {"next", "overlap", "routing"})
 
 
 def test_score_rules_by_hand():
@@ -394,3 +395,26 @@ def test_embedder_user_vector_reads_the_whole_history():
     assert v[0] == pytest.approx(fold_in(table, [long])[0], abs=1e-6)          # all 25 events, not the last 10
     assert v[0] != pytest.approx(fold_in(table, [long[-10:]])[0], abs=1e-3)
     assert v[1] == pytest.approx(fold_in(table, [np.array([7])])[0], abs=1e-6)  # 7 once; 60 skipped
+
+
+def test_hard_negative_logits_by_hand():
+    # one row, label 0, negatives with logits 1 and 2, beta 1: the partition over negatives is
+    # sum_j exp(2 s_j) / mean_j exp(s_j) = (e^2 + e^4) / ((e + e^2) / 2)
+    logits = torch.tensor([[0.5, 1.0, 2.0]])
+    out = hard_negative_logits(logits, torch.tensor([0]), 1.0)
+    expect = -0.5 + np.log(np.exp(0.5) + (np.exp(2) + np.exp(4)) / ((np.exp(1) + np.exp(2)) / 2))
+    assert float(F.cross_entropy(out, torch.tensor([0]))) == pytest.approx(expect, rel=1e-5)
+    assert out[0, 0] == 0.5                                       # the positive keeps its logit
+    # beta = 0: every negative weighs (N - 1) / (N - 1) = 1, plain InfoNCE
+    assert torch.allclose(hard_negative_logits(logits, torch.tensor([2]), 0.0), logits)
+
+
+def test_routing_penalty_by_hand():
+    allowed = torch.tensor([[True, True, True, False]])           # the fourth event is not readable
+    even = torch.tensor([[[1 / 3, 1 / 3, 1 / 3, 0.0]]])           # (1, K=1, L=4): spread evenly
+    one = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])                  # all weight on one event
+    assert float(routing_penalty(even, allowed)) == pytest.approx(0.0, abs=1e-7)
+    # mean 1/3 over the three readable events; variance ((2/3)^2 + 2 (1/3)^2) / 3 = 2/9
+    assert float(routing_penalty(one, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)
+    both = torch.cat([even, one], 1)                              # K = 2: summed over interests
+    assert float(routing_penalty(both, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)

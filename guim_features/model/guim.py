@@ -40,7 +40,7 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
-         "diversity_weight", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
+         "diversity_weight", "routing_weight", "hard_negative_beta", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
@@ -57,6 +57,8 @@ def model_args(train_cfg, sizes: dict) -> dict:
 def check_args(a: dict) -> dict:
     if "item_fields" not in a:   # saved before the tower's fields were selectable: it read them all
         a["item_fields"] = list(ITEM_FIELDS)
+    a.setdefault("routing_weight", 0.0)      # saved before these options: both off
+    a.setdefault("hard_negative_beta", 0.0)
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -97,6 +99,35 @@ def corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, labels: torch.T
     out = logits - log_pi[None]
     out[rows, labels] = logits[rows, labels]
     return out
+
+
+def hard_negative_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """Interest-aware hard negatives (REMI, Xie et al. 2023) as a change of logits (P, N).
+
+    Each row's negatives (every column but labels[p]) get log((N - 1) softmax_j(beta s_j)) added, so
+    the cross-entropy of the result is -s_+ + log(exp(s_+) + sum_j exp((beta + 1) s_j) / mean_j exp(beta s_j)):
+    the partition over negatives as if they had been drawn in proportion to exp(beta s_j), the
+    ideal hard-negative distribution, estimated from the candidates at hand. beta = 0 leaves the
+    logits unchanged."""
+    P, N = logits.shape
+    if N < 2:
+        return logits
+    pos = torch.zeros_like(logits, dtype=torch.bool)
+    pos[torch.arange(P, device=logits.device), labels] = True
+    bs = (beta * logits).masked_fill(pos, float("-inf"))
+    log_w = math.log(N - 1) + bs - torch.logsumexp(bs, -1, keepdim=True)
+    return torch.where(pos, logits, logits + log_w)
+
+
+def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """REMI's routing regulariser: sum_k Var_l(a_kl)^2 of each interest's attention a_k over the
+    events l it may read. att (..., K, L), allowed (..., L) -> (...). Large when an interest puts
+    its weight on one event (routing collapse), 0 when it spreads evenly."""
+    m = allowed[..., None, :].to(att.dtype)                                  # (..., 1, L)
+    n = m.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (att * m).sum(-1, keepdim=True) / n
+    var = (((att - mean) * m) ** 2).sum(-1) / n.squeeze(-1)                 # (..., K)
+    return (var ** 2).sum(-1)
 
 
 def attention_bias(valid: torch.Tensor, causal: bool, dtype=torch.float32) -> torch.Tensor:
@@ -143,11 +174,11 @@ class InterestMixture(nn.Module):
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(p)
 
     def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None,
-                penalty: bool = False):
+                penalty: bool = False, routing: bool = False):
         """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
-        queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and, with
-        ``penalty``, ||A A^T - I||_F^2 of the K attention maps (B, T) (0 when they are one-hot on
-        different events; else None)."""
+        queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and a dict of
+        regularisers (B, T): with ``penalty`` "overlap", ||A A^T - I||_F^2 of the K attention maps
+        (0 when they are one-hot on different events); with ``routing`` "routing" (routing_penalty)."""
         hq = h if rows is None else h[:, rows]                                 # (B, T, d)
         B, T, d = hq.shape
         K = self.queries.shape[0]
@@ -155,15 +186,17 @@ class InterestMixture(nn.Module):
         att = torch.bmm(q, self.k(h).transpose(1, 2)) / math.sqrt(d)         # (B, T*K, L)
         bias = torch.zeros(allowed.shape, dtype=att.dtype, device=att.device).masked_fill(~allowed, float("-inf"))
         att = (att.view(B, T, K, -1) + bias[:, :, None]).softmax(-1)           # (B, T, K, L)
-        overlap = None
+        reg = {}
         if penalty:
             gram = att @ att.transpose(-1, -2)                                  # (B, T, K, K)
-            overlap = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))   # (B, T)
+            reg["overlap"] = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))   # (B, T)
+        if routing:
+            reg["routing"] = routing_penalty(att, allowed.expand(B, T, -1))   # (B, T)
         o = torch.bmm(att.view(B, T * K, -1), self.v(h)).view(B, T, K, d)      # (B, T, K, d)
         interests = self.drop(self.o(o))                                       # (B, T, K, d)
         interests = self.norm(interests + hq[:, :, None] if self.residual else interests)
         weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
-        return interests, weights, overlap
+        return interests, weights, reg
 
 
 class GUIM(nn.Module):
@@ -233,14 +266,16 @@ class GUIM(nn.Module):
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
-            diverse = a["K"] > 1 and a["diversity_weight"] > 0
-            interests, weights, overlap = self.mixture(h, allowed, penalty=diverse)   # (B, L, K, d), (B, L, K)
+            regs = {"overlap": a["diversity_weight"], "routing": a["routing_weight"]} if a["K"] > 1 else {}
+            regs = {k: w for k, w in regs.items() if w > 0}
+            interests, weights, reg = self.mixture(h, allowed, penalty="overlap" in regs,
+                                                   routing="routing" in regs)   # (B, L, K, d), (B, L, K)
             pos = valid & (tgt > 0)                                             # (B, L)
             parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache)
             total = total + a["next_weight"] * parts["next"]
-            if diverse:
-                parts["overlap"] = overlap[pos].mean()
-                total = total + a["diversity_weight"] * parts["overlap"]
+            for k, w in regs.items():
+                parts[k] = reg[k][pos].mean()
+                total = total + w * parts[k]
         if a["mlm_weight"] > 0:
             seq, beh, gaps = tgt, batch["behavior"][:, 1:], batch["gaps"][:, 1:]
             real = seq >= FIRST_ITEM_INDEX
@@ -352,4 +387,6 @@ class GUIM(nn.Module):
         logits = self.logits(interests, weights, vecs).float()                  # (P, N)
         if logq is not None:
             logits = corrected_logits(logits, logq, labels)
+        if self.args["hard_negative_beta"] > 0:
+            logits = hard_negative_logits(logits, labels, self.args["hard_negative_beta"])
         return F.cross_entropy(logits, labels) + aux
