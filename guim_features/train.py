@@ -72,21 +72,24 @@ def _device(tc):
     return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def _rank_split(cfg, which: str, L: int, batch_size: int, score, max_users: int = 0, seed: int = 0,
+EVAL_LOGITS = 1 << 25   # floats in one (users x K, catalogue) block of the ranking: 128 MB, twice that with exp
+
+
+def _rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,
                 skip_users: frozenset = frozenset()) -> dict:
     """Mean Recall/NDCG@10/20 of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
-    (data.rank_metrics: the user's earlier items excluded, ties count against the target)."""
+    (data.rank_metrics: the user's earlier items excluded, ties count against the target).
+    Batches hold at most :data:`EVAL_LOGITS` scores (users x ``n_items``): a (B, V) score matrix and
+    rank_metrics' copies of it are what a large catalogue makes big (512 users x 200k items: 410 MB each)."""
     from .data import eval_batches, rank_metrics
 
+    batch_size = max(1, min(batch_size, EVAL_LOGITS // max(n_items, 1)))
     tot: dict = {}
     for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
         for k, v in rank_metrics(score(b), b["target"], b["seen"]).items():
             tot[k] = tot.get(k, 0.0) + v
     n = max(tot.pop("n", 0.0), 1.0)
     return {f"{which}_{k}": v / n for k, v in tot.items()}
-
-
-EVAL_LOGITS = 1 << 25   # floats in one (users x K, catalogue) block of the ranking: 128 MB, twice that with exp
 
 
 def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
@@ -111,7 +114,7 @@ def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users:
                            for r in range(0, len(interests), rows)])        # (B, V - 3)
             return torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
 
-        return _rank_split(cfg, which, L, batch_size, score, max_users, seed, skip_users)
+        return _rank_split(cfg, which, L, batch_size, score, model.args["n_items"], max_users, seed, skip_users)
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
@@ -120,7 +123,7 @@ def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: 
     on the same users, targets and exclusions as :func:`evaluate` (with the same ``max_users`` and
     ``seed``: the same subset) — the floor a model must beat."""
     s = np.asarray(counts, np.float32)
-    return _rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))),
+    return _rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))), len(s),
                        max_users, seed, skip_users)
 
 

@@ -241,3 +241,17 @@ def test_max_steps_caps_each_epoch_and_final_metrics_rank_a_fixed_subset(tmp_pat
     assert abs(whole.metrics["test_recall@20"] * 40 - round(whole.metrics["test_recall@20"] * 40)) < 1e-9
     with pytest.raises(GuimError, match="train.max_steps=-1"):
         run(max_steps=-1)
+
+
+def test_ranking_batches_capped_by_the_score_budget_give_the_same_metrics(trained_k4, planted, monkeypatch):
+    """A large catalogue shrinks the ranking batches (train.EVAL_LOGITS scores each); the metrics are
+    per-user sums, so one user per batch must give exactly what 512 per batch give."""
+    import guim_features.train as T
+
+    ws, _ = planted
+    cfg, model = load_config(ws), trained_k4.embedder.model
+    args = ("test", 50, 512, T._device(cfg.train))
+    whole = T.evaluate(model, cfg, *args)
+    monkeypatch.setattr(T, "EVAL_LOGITS", model.args["n_items"])        # room for one user's scores
+    assert T.evaluate(model, cfg, *args) == pytest.approx(whole, abs=1e-9)
+    assert whole["test_recall@20"] == pytest.approx(trained_k4.metrics["test_recall@20"], abs=1e-9)
