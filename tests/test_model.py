@@ -418,3 +418,9 @@ def test_routing_penalty_by_hand():
     assert float(routing_penalty(one, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)
     both = torch.cat([even, one], 1)                              # K = 2: summed over interests
     assert float(routing_penalty(both, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight"])
+def test_a_negative_regulariser_weight_is_refused_by_name(key):
+    with pytest.raises(GuimError, match=f"train.{key}=-1"):
+        make(**{key: -1.0})

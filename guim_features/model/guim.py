@@ -17,6 +17,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   target (ComiRec, Cen et al. 2020; K = 1 cost, but .09 Recall@20 worse on ML-100K).
 - Objectives: next-item prediction at every position plus BERT-style masked-item prediction
   (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
+- Optional regularisers of the mixture (off by default): ``diversity_weight`` (ComiRec-SA's
+  ||A A^T - I||^2 over the K attention maps) and ``routing_weight`` (REMI's routing regulariser);
+  ``hard_negative_beta`` reweights the InfoNCE negatives towards the hard ones (REMI).
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
   or the batch's targets plus ``num_negatives`` shared sampled negatives, each negative corrected
   by its inclusion probability (``inclusion_log_prob``), so the cost does not grow with the
@@ -40,7 +43,8 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
-         "diversity_weight", "routing_weight", "hard_negative_beta", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
+         "diversity_weight", "routing_weight", "hard_negative_beta", "score", "train_score", "normalize",
+         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
@@ -66,6 +70,9 @@ def check_args(a: dict) -> dict:
     for k, allowed in CHOICES.items():
         if a[k] not in allowed:
             raise GuimError(f"train.{k}={a[k]!r} is not one of {', '.join(allowed)}")
+    for k in ("diversity_weight", "routing_weight", "hard_negative_beta"):
+        if a[k] < 0:
+            raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
     if a["K"] < 1 or a["d"] % a["heads"]:
         raise GuimError(f"train.K must be >= 1 and train.d ({a['d']}) divisible by train.heads ({a['heads']})")
     if a["n_items"] <= FIRST_ITEM_INDEX:
