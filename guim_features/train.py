@@ -72,7 +72,8 @@ def _device(tc):
     return torch.device("cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-EVAL_LOGITS = 1 << 25   # floats in one (users x K, catalogue) block of the ranking: 128 MB, twice that with exp
+EVAL_LOGITS = 1 << 25   # scores in one ranking batch (users x catalogue) and in one block of its K-interest
+                        # logits (users x K x catalogue): 128 MB of floats, twice that with exp
 
 
 def _rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,

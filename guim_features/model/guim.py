@@ -128,7 +128,7 @@ def hard_negative_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float
 
 def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """REMI's routing regulariser: sum_k Var_l(a_kl)^2 of each interest's attention a_k over the
-    events l it may read. att (..., K, L), allowed (..., L) -> (...). Large when an interest puts
+    events l it may read. att (..., K, L), allowed (..., L) broadcastable to it -> (...). Large when an interest puts
     its weight on one event (routing collapse), 0 when it spreads evenly."""
     m = allowed[..., None, :].to(att.dtype)                                  # (..., 1, L)
     n = m.sum(-1, keepdim=True).clamp_min(1.0)
@@ -198,7 +198,7 @@ class InterestMixture(nn.Module):
             gram = att @ att.transpose(-1, -2)                                  # (B, T, K, K)
             reg["overlap"] = ((gram - torch.eye(K, device=h.device)) ** 2).sum((-1, -2))   # (B, T)
         if routing:
-            reg["routing"] = routing_penalty(att, allowed.expand(B, T, -1))   # (B, T)
+            reg["routing"] = routing_penalty(att, allowed)                   # (B, T)
         o = torch.bmm(att.view(B, T * K, -1), self.v(h)).view(B, T, K, d)      # (B, T, K, d)
         interests = self.drop(self.o(o))                                       # (B, T, K, d)
         interests = self.norm(interests + hq[:, :, None] if self.residual else interests)
