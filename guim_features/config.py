@@ -218,6 +218,9 @@ class BenchConfig:
     content_blind: bool = opt(True, "Score GUIM with a content-blind item tower (train.item_fields=[]) on tasks "
                                     "whose labels are item content; its content-aware scores are reported apart")
     holdout_users: float = opt(0.1, "multi_interest_retrieval: share of users held out of every method's fit")
+    holdout_scored: str = opt("test", "multi_interest_retrieval: which held-out users are scored: test | valid (a "
+                                      "disjoint draw of as many users, for choosing settings; the test users are "
+                                      "then held out of the fit too and not scored)")
     model_uri: str = opt("models:/guim@challenger", "Registered model benchmarked as method 'model'")
     dim: int = opt(64, "Vector size of the baselines (random, item2vec, SASRec)")
     item_scope: str = opt("warm", "Items in item tasks: warm (seen in the train part) | all")

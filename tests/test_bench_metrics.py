@@ -303,6 +303,28 @@ def test_user_holdout_view_takes_held_out_users_out_of_fitting():
     assert d.user_holdout_view(0.2).holdout == v.holdout          # the same users every time
 
 
+def test_valid_holdout_scores_other_users_and_keeps_the_test_users_out_of_fitting():
+    from guim_features.errors import GuimError
+
+    d, _ = two_interest_data(n_users=20)
+    test = d.user_holdout_view(0.2)
+    valid = d.user_holdout_view(0.2, scored="valid")
+    t_rows, v_rows = set(test.holdout_rows.tolist()), set(valid.holdout_rows.tolist())
+    assert len(t_rows) == 4 and len(v_rows) == 4 and not t_rows & v_rows          # disjoint, same size
+    assert valid.holdout == frozenset(d.user_ids[sorted(t_rows | v_rows)])       # both out of the fit
+    for u in range(d.n_users):
+        if u in t_rows:       # input only: nothing to learn from, nothing to score
+            assert len(valid.train_items(u)) == 0 and len(valid.test_targets(u)) == 0
+            assert len(valid.test_input(u)) == 10
+        elif u in v_rows:     # scored as the test draw is in the test view
+            assert valid.test_input(u).tolist() == [43, 44, 45, 46, 47, 48, 49, 50]
+            assert valid.test_targets(u).tolist() == [3, 23]
+        else:
+            assert valid.train_items(u).tolist() == d.train_items(u).tolist()
+    with pytest.raises(GuimError, match="holdout_scored"):
+        d.user_holdout_view(0.2, scored="train")
+
+
 def test_multi_interest_retrieval_merges_each_interests_own_list():
     from guim_features.downstream.tasks import Skip, multi_interest_retrieval as mir
 

@@ -95,29 +95,46 @@ class BenchData:
                          self.labels_future, self.behaviors, self.item_features, self.fingerprint + " (valid view)",
                          self.holdout)
 
-    def user_holdout_view(self, share: float, input_share: float = 0.8, seed: int = 0) -> "BenchData":
+    def user_holdout_view(self, share: float, input_share: float = 0.8, seed: int = 0,
+                          scored: str = "test") -> "BenchData":
         """A share of the users (at least 2 events each, drawn with ``seed``) held out entirely, as
         the multi-interest literature evaluates (ComiRec, Cen et al. 2020): a held-out user has no
         train part, the first ``input_share`` of their events (time order, at least one) are their
         test input (coded valid) and the rest their test targets. The other users are unchanged.
         Methods fitted on this view learn from the train part only, so never from a held-out user;
-        ``holdout`` names them for methods that read the silver tables themselves (GUIM)."""
+        ``holdout`` names them for methods that read the silver tables themselves (GUIM).
+
+        ``scored="valid"`` scores a second, disjoint draw of the same size instead (drawn with
+        ``seed + 1`` from the rest of the pool), for choosing settings: the test draw is then held
+        out of the fit too, as input only, with no targets, so it is neither learnt from nor scored."""
+        if scored not in ("test", "valid"):
+            raise GuimError(f"bench.holdout_scored must be test or valid, got {scored!r}")
         n = np.array([len(s["item_idx"]) for s in self.seqs])
         pool = np.flatnonzero(n >= 2)
-        rng = np.random.default_rng(seed)
-        rows = np.sort(rng.choice(pool, size=min(len(pool), max(1, round(share * len(pool)))), replace=False))
+        size = min(len(pool), max(1, round(share * len(pool))))
+        rows = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
         seqs = list(self.seqs)
+        if scored == "valid":
+            for u in rows:
+                seqs[u] = {**self.seqs[u], "split": np.full(n[u], VALID, np.int64)}
+            rest = np.setdiff1d(pool, rows)
+            valid = np.sort(np.random.default_rng(seed + 1).choice(rest, size=min(size, len(rest)), replace=False))
+            held, rows = rows, valid
         for u in rows:
             cut = min(max(1, int(input_share * n[u])), n[u] - 1)
             seqs[u] = {**self.seqs[u], "split": np.where(np.arange(n[u]) < cut, VALID, TEST).astype(np.int64)}
+        if scored == "valid":
+            rows = np.concatenate([held, rows])
         return BenchData(self.user_ids, self.item_ids, seqs, self.labels_users, self.labels_items,
                          self.labels_future, self.behaviors, self.item_features,
-                         self.fingerprint + f" (user holdout {share:g})", frozenset(self.user_ids[rows].tolist()))
+                         self.fingerprint + f" (user holdout {share:g}{', valid users' if scored == 'valid' else ''})",
+                         frozenset(self.user_ids[rows].tolist()))
 
     @property
     def holdout_rows(self) -> np.ndarray:
-        """Rows of the held-out users (empty outside a user-holdout view)."""
-        return np.array([self.user_row[u] for u in sorted(self.holdout)], dtype=np.int64)
+        """Rows of the held-out users that have targets (empty outside a user-holdout view)."""
+        return np.array([self.user_row[u] for u in sorted(self.holdout)
+                         if len(self.test_targets(self.user_row[u]))], dtype=np.int64)
 
     # -- sizes --------------------------------------------------------------------------
     @property
