@@ -323,8 +323,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                   f"items excluded).\n*** `guim embed`, `guim bench` and `guim promote` will not pick it up. "
                   f"Train longer or differently (train.epochs, train.lr) or check the data; to use it anyway: "
                   f"--model-uri models:/{tc.model_name}/{version}\n", file=sys.stderr)
-        if last.exists():
-            last.unlink()                                                     # the run is finished
+        last.unlink(missing_ok=True)                                          # the run is finished
     if ddp:
         dist.barrier()
     emb.model_version = version
@@ -364,13 +363,21 @@ def _compiled(net, tc, device):
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically (a crash mid-write leaves the previous checkpoint intact)."""
+    """Write atomically (a crash mid-write leaves the previous checkpoint intact), through a temporary
+    file of its own, so that two runs sharing a workspace never replace each other's half-written file."""
+    import tempfile
+
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def run(cfg, args) -> int:

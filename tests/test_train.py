@@ -255,3 +255,30 @@ def test_ranking_batches_capped_by_the_score_budget_give_the_same_metrics(traine
     monkeypatch.setattr(T, "EVAL_LOGITS", model.args["n_items"])        # room for one user's scores
     assert T.evaluate(model, cfg, *args) == pytest.approx(whole, abs=1e-9)
     assert whole["test_recall@20"] == pytest.approx(trained_k4.metrics["test_recall@20"], abs=1e-9)
+
+
+def test_checkpoints_written_at_once_by_several_runs_never_fail_or_leave_temp_files(tmp_path):
+    import threading
+
+    import torch
+
+    from guim_features.train import _save_checkpoint
+
+    path, errors = tmp_path / "checkpoints" / "last.pt", []
+
+    def run(i):   # with one shared temp file name a fifth of these writes failed (FileNotFoundError)
+        for _ in range(30):
+            try:
+                _save_checkpoint(path, {"run": i, "w": torch.full((1000,), float(i))})
+            except Exception as e:   # noqa: BLE001 - every failure is the finding
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    state = torch.load(path, weights_only=False)                  # whole: one run's last write
+    assert state["run"] in range(4) and torch.equal(state["w"], torch.full((1000,), float(state["run"])))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
