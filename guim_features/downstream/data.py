@@ -112,23 +112,23 @@ class BenchData:
         n = np.array([len(s["item_idx"]) for s in self.seqs])
         pool = np.flatnonzero(n >= 2)
         size = min(len(pool), max(1, round(share * len(pool))))
-        rows = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
-        seqs = list(self.seqs)
+        test = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
+        input_only, scored_rows = test[:0], test
         if scored == "valid":
-            for u in rows:
-                seqs[u] = {**self.seqs[u], "split": np.full(n[u], VALID, np.int64)}
-            rest = np.setdiff1d(pool, rows)
-            valid = np.sort(np.random.default_rng(seed + 1).choice(rest, size=min(size, len(rest)), replace=False))
-            held, rows = rows, valid
-        for u in rows:
+            rest = np.setdiff1d(pool, test)
+            input_only, scored_rows = test, np.sort(np.random.default_rng(seed + 1).choice(
+                rest, size=min(size, len(rest)), replace=False))
+        seqs = list(self.seqs)
+        for u in input_only:
+            seqs[u] = {**self.seqs[u], "split": np.full(n[u], VALID, np.int64)}
+        for u in scored_rows:
             cut = min(max(1, int(input_share * n[u])), n[u] - 1)
             seqs[u] = {**self.seqs[u], "split": np.where(np.arange(n[u]) < cut, VALID, TEST).astype(np.int64)}
-        if scored == "valid":
-            rows = np.concatenate([held, rows])
+        held = np.concatenate([input_only, scored_rows])
         return BenchData(self.user_ids, self.item_ids, seqs, self.labels_users, self.labels_items,
                          self.labels_future, self.behaviors, self.item_features,
                          self.fingerprint + f" (user holdout {share:g}{', valid users' if scored == 'valid' else ''})",
-                         frozenset(self.user_ids[rows].tolist()))
+                         frozenset(self.user_ids[held].tolist()))
 
     @property
     def holdout_rows(self) -> np.ndarray:
