@@ -151,9 +151,9 @@ class TrainConfig:
                                          "sequence state + its own read-out, and the K interests collapse into one)")
     diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
                                        "(ComiRec-SA): pushes the interests onto different events")
-    routing_weight: float = opt(0.0, "Weight of the routing regulariser (REMI): the squared variances of each "
-                                     "interest's attention over the events it may read; against an interest "
-                                     "collapsing onto a single event")
+    routing_weight: float = opt(100.0, "Weight of the routing regulariser (REMI): the squared variances of each "
+                                       "interest's attention over the events it may read; against an interest "
+                                       "collapsing onto a single event (K > 1; chosen on valid users, 0 = off)")
     hard_negative_beta: float = opt(0.0, "Interest-aware hard negatives (REMI): each negative's share of the "
                                          "InfoNCE partition is reweighted by softmax(beta * logit) over the "
                                          "negatives (0 = plain InfoNCE; the paper uses ~1)")

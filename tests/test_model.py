@@ -223,7 +223,7 @@ def test_full_catalogue_when_small_and_mlm_objective():
     m = make(negatives="auto", mlm_weight=0.5, mask_prob=0.5).train()
     items = torch.randint(3, 53, (4, 11))
     loss, parts = m.loss({"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)})
-    assert set(parts) == {"next", "mlm"}                          # diversity_weight = 0 by default
+    assert set(parts) == {"next", "mlm", "routing"}               # routing on, diversity off by default
     loss.backward()
     assert m.tower.id_emb.weight.grad is not None
 
