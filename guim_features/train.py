@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,8 +366,6 @@ def _compiled(net, tc, device):
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically (a crash mid-write leaves the previous checkpoint intact), through a temporary
     file of its own, so that two runs sharing a workspace never replace each other's half-written file."""
-    import tempfile
-
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)

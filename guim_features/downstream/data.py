@@ -113,7 +113,7 @@ class BenchData:
         pool = np.flatnonzero(n >= 2)
         size = min(len(pool), max(1, round(share * len(pool))))
         test = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
-        input_only, scored_rows = test[:0], test
+        input_only, scored_rows = np.empty(0, np.int64), test
         if scored == "valid":
             rest = np.setdiff1d(pool, test)
             input_only, scored_rows = test, np.sort(np.random.default_rng(seed + 1).choice(
