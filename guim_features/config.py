@@ -157,6 +157,10 @@ class TrainConfig:
     hard_negative_beta: float = opt(0.0, "Interest-aware hard negatives (REMI): each negative's share of the "
                                          "InfoNCE partition is reweighted by softmax(beta * logit) over the "
                                          "negatives (0 = plain InfoNCE; the paper uses ~1)")
+    cl_weight: float = opt(0.0, "Weight of the contrastive regulariser (DuoRec): each sequence state against a "
+                                "second dropout view of itself and the states with the same next item as "
+                                "positives, the batch's other states as negatives (0 = off; one more encoder pass)")
+    cl_temperature: float = opt(0.2, "Temperature of the contrastive regulariser (cosine similarities)")
     score: str = opt("lse", "User-item score over the K interests: lse (tau log sum_k w_k exp(s_k / tau): a "
                             "w-weighted mixture of the K interests' softmax kernels) | max (max_k s_k)")
     train_score: str = opt("exact", "Training logits: exact (`score`, every interest trained by every target) | "

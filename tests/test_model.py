@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
-from guim_features.model.guim import hard_negative_logits, routing_penalty
+from guim_features.model.guim import contrastive_loss, hard_negative_logits, routing_penalty
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -420,7 +420,37 @@ def test_routing_penalty_by_hand():
     assert float(routing_penalty(both, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)
 
 
-@pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight"])
+@pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight", "cl_weight"])
 def test_a_negative_regulariser_weight_is_refused_by_name(key):
     with pytest.raises(GuimError, match=f"train.{key}=-1"):
         make(**{key: -1.0})
+
+
+def test_contrastive_loss_by_hand():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])                    # two orthogonal states, cosines 1 and 0
+    # distinct next items: row i's only positive is its own view: log(e^1 + e^0) - 1, both views alike
+    assert float(contrastive_loss(z, z, torch.tensor([5, 6]), 1.0)) == pytest.approx(np.log(1 + np.exp(-1)), rel=1e-6)
+    # the same next item: every state is a positive, nothing is pushed away
+    assert float(contrastive_loss(z, z, torch.tensor([5, 5]), 1.0)) == pytest.approx(0.0, abs=1e-6)
+    # scale does not matter (cosine); a lower temperature sharpens: log(1 + e^-10) ~ 4.5e-5
+    assert float(contrastive_loss(3 * z, z, torch.tensor([5, 6]), 0.1)) == pytest.approx(np.log1p(np.exp(-10)), abs=1e-6)
+
+
+def test_contrastive_regulariser_is_a_training_term_that_reaches_the_encoder():
+    items, beh, gaps = seqs(4, 11)
+    batch = {"items": items, "behavior": beh, "gaps": gaps}
+    grads = {}
+    for w in (0.0, 0.5):
+        m = make(K=1, cl_weight=w).train()
+        torch.manual_seed(1)                                      # the same dropout masks for the first pass
+        loss, parts = m.loss(batch)
+        loss.backward()
+        grads[w] = (float(loss), parts, m.blocks[0].ln1.weight.grad.clone())
+    assert set(grads[0.0][1]) == {"next"} and set(grads[0.5][1]) == {"next", "cl"}
+    assert grads[0.5][1]["next"] == pytest.approx(grads[0.0][1]["next"], rel=1e-6)
+    assert grads[0.5][0] == pytest.approx(grads[0.0][0] + 0.5 * grads[0.5][1]["cl"], rel=1e-5)
+    assert grads[0.5][1]["cl"] > 0 and not torch.allclose(grads[0.5][2], grads[0.0][2])
+    with pytest.raises(GuimError, match="train.cl_weight > 0 .* train.next_weight > 0"):
+        make(cl_weight=0.5, next_weight=0.0, mlm_weight=1.0)
+    with pytest.raises(GuimError, match="train.cl_temperature=0"):
+        make(cl_weight=0.5, cl_temperature=0.0)

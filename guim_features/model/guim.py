@@ -21,6 +21,11 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   K = 4 beats K = 1 on multi-interest retrieval) and ``diversity_weight`` (ComiRec-SA's
   ||A A^T - I||^2 over the K attention maps, off); ``hard_negative_beta`` reweights the InfoNCE
   negatives towards the hard ones (REMI, off).
+- Contrastive regulariser (``cl_weight``, off by default; DuoRec, Qiu et al. 2022): the sequence
+  states of a second forward pass with fresh dropout are contrasted with the first pass's, at every
+  target position of the batch: a state's positives are its own dropout view and the states whose
+  next item is the same (supervised), its negatives every other state of the batch. It spreads the
+  states apart (against representation degeneration) and pulls same-target histories together.
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
   or the batch's targets plus ``num_negatives`` shared sampled negatives, each negative corrected
   by its inclusion probability (``inclusion_log_prob``), so the cost does not grow with the
@@ -44,8 +49,8 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
-         "diversity_weight", "routing_weight", "hard_negative_beta", "score", "train_score", "normalize",
-         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
+         "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature", "score",
+         "train_score", "normalize",         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
          "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
@@ -64,6 +69,8 @@ def check_args(a: dict) -> dict:
         a["item_fields"] = list(ITEM_FIELDS)
     a.setdefault("routing_weight", 0.0)      # saved before these options: both off
     a.setdefault("hard_negative_beta", 0.0)
+    a.setdefault("cl_weight", 0.0)
+    a.setdefault("cl_temperature", 0.2)
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -71,9 +78,13 @@ def check_args(a: dict) -> dict:
     for k, allowed in CHOICES.items():
         if a[k] not in allowed:
             raise GuimError(f"train.{k}={a[k]!r} is not one of {', '.join(allowed)}")
-    for k in ("diversity_weight", "routing_weight", "hard_negative_beta"):
+    for k in ("diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight"):
         if a[k] < 0:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
+    if a["cl_temperature"] <= 0:
+        raise GuimError(f"train.cl_temperature={a['cl_temperature']}: expected a positive number")
+    if a["cl_weight"] > 0 and a["next_weight"] <= 0:
+        raise GuimError("train.cl_weight > 0 contrasts the states of next-item prediction: it needs train.next_weight > 0")
     if a["K"] < 1 or a["d"] % a["heads"]:
         raise GuimError(f"train.K must be >= 1 and train.d ({a['d']}) divisible by train.heads ({a['heads']})")
     if a["n_items"] <= FIRST_ITEM_INDEX:
@@ -125,6 +136,26 @@ def hard_negative_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float
     bs = (beta * logits).masked_fill(pos, float("-inf"))
     log_w = math.log(N - 1) + bs - torch.logsumexp(bs, -1, keepdim=True)
     return torch.where(pos, logits, logits + log_w)
+
+
+CL_ROWS = 1024   # states contrasted per step at most (the loss is quadratic in them)
+
+
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Contrastive loss of P sequence states seen under two dropout masks (DuoRec, Qiu et al. 2022).
+
+    z1, z2 (P, d): the same positions, two views; labels (P,): each position's next item. State i of
+    one view scores every state of the other by cosine / tau; its positives are its own other view
+    and every state with the same next item (supervised positives), the rest are negatives. The
+    loss is -log of the positives' share of the softmax, averaged over the rows of both views."""
+    z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+    logits = z1 @ z2.T / tau                                                  # (P, P)
+    positive = labels[:, None] == labels[None, :]                             # (P, P), diagonal included
+
+    def side(lg):
+        return (torch.logsumexp(lg, -1) - torch.logsumexp(lg.masked_fill(~positive, float("-inf")), -1)).mean()
+
+    return 0.5 * (side(logits) + side(logits.T))
 
 
 def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -284,6 +315,16 @@ class GUIM(nn.Module):
             for k, w in regs.items():
                 parts[k] = reg[k][pos].mean()
                 total = total + w * parts[k]
+            if a["cl_weight"] > 0:
+                h2, _ = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True,
+                                    table=cache.get("table"))                   # the same batch, fresh dropout
+                rows = pos.flatten().nonzero().squeeze(1)                       # (P,)
+                if len(rows) > CL_ROWS:
+                    rows = rows[torch.randperm(len(rows), device=rows.device)[:CL_ROWS]]
+                d = h.shape[-1]
+                parts["cl"] = contrastive_loss(h.reshape(-1, d)[rows], h2.reshape(-1, d)[rows],
+                                               tgt.flatten()[rows], a["cl_temperature"])
+                total = total + a["cl_weight"] * parts["cl"]
         if a["mlm_weight"] > 0:
             seq, beh, gaps = tgt, batch["behavior"][:, 1:], batch["gaps"][:, 1:]
             real = seq >= FIRST_ITEM_INDEX
