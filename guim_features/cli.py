@@ -86,6 +86,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
                        + ", one seed (--set still wins)")
         p.add_argument("--keep-going", action="store_true", dest="keep_going",
                        help="exit 0 even if a method fails (the report still names it and the reason)")
+        p.add_argument("--resume", action="store_true",
+                       help="go on with the unfinished (stopped or failed) run of the same settings: its "
+                       "finished method runs are kept, the rest run (<reports>/bench-partial.json)")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 

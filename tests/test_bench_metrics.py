@@ -1,6 +1,7 @@
 """GUIM-Bench metrics and tasks against values computed by hand on tiny hand-written inputs."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -423,6 +424,55 @@ def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypat
     md = next((tmp_path / "reports").glob("bench-*/bench.md")).read_text()
     assert "method `boom` FAILED: RuntimeError: out of disk on purpose" in md
     assert "| next_item | recall@20 * | 1.0000 |" in md                 # the other method still reported
+
+
+def test_a_stopped_bench_resumes_without_rerunning_its_finished_runs(tmp_path, monkeypatch, capsys):
+    from guim_features.downstream import baselines
+    from guim_features.downstream.baselines.simple import Popularity
+    from guim_features.cli import main
+
+    calls, broken = [], {1}
+
+    class Flaky(Popularity):
+        name, seeded = "flaky", True
+
+        def embed(self, data, seed):
+            calls.append(seed)
+            if seed in broken:
+                raise RuntimeError("the machine went away")
+            return super().embed(data, seed)
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    monkeypatch.setattr(baselines, "methods_by_name", lambda: {"flaky": Flaky})
+    load_config(tmp_path)
+    args = ["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[flaky]", "--set",
+            "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false", "--seeds", "3"]
+    assert main(args) == 1 and calls == [0, 1]              # seed 1 failed: seed 2 never ran
+    partial = tmp_path / "reports" / "bench-partial.json"
+    assert partial.exists()                                 # kept for --resume
+    # other settings are refused, naming what differs
+    capsys.readouterr()
+    assert main(args[:-1] + ["4", "--resume"]) != 0 and calls == [0, 1]
+    assert "seeds: 3 then, 4 now" in capsys.readouterr().err
+    assert main(args + ["--set", "train.epochs=2", "--resume"]) != 0 and calls == [0, 1]
+    assert "train.epochs: 40 then, 2 now" in capsys.readouterr().err
+    broken.clear()
+    assert main(args + ["--resume"]) == 0
+    assert calls == [0, 1, 1, 2]                            # seed 0 taken as it was, not refitted
+    assert not partial.exists()
+    latest = sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1]
+    rep = json.loads(latest.read_text())
+    assert len(rep["results"]["flaky"]["next_item"]["recall@20"]["values"]) == 3
+    assert "1 method runs taken from an earlier" in rep["machine"]
+
+
+def test_resume_without_an_unfinished_run_says_so(tmp_path, monkeypatch, capsys):
+    from guim_features.cli import main
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    load_config(tmp_path)
+    assert main(["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[popularity]", "--resume"]) != 0
+    assert "no unfinished bench run here" in capsys.readouterr().err
 
 
 # -- SASRec: padding never changes a result; trained on GUIM's windows ---------------------------

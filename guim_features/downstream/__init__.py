@@ -70,9 +70,12 @@ def fit_plan(cfg, data, method, views: dict) -> tuple[list, dict]:
     return plan, cannot
 
 
-def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None) -> dict:
+def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None, settings=None,
+              resume=None) -> dict:
     """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`).
-    ``partial``: a file rewritten with every raw score so far after each method run (long runs).
+    ``partial``: a file rewritten with every raw score so far (and ``settings``) after each method
+    run, so a long run that is stopped can go on. ``resume``: such a file's content from an earlier
+    run with the same settings: its finished (method, seed) runs are taken as they are, not rerun.
     A method that raises is recorded in ``failed_methods`` with the reason (its other seeds are
     not run; :class:`.baselines.Unavailable` goes to ``skipped_methods`` instead) and the suite
     goes on with the next method."""
@@ -85,15 +88,24 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
     runs: dict = {}      # method -> task -> metric -> [value per seed]
     failed: dict = {}    # method -> reason
     unavailable: dict = {}   # method -> reason
-    task_skips: dict = {}
+    task_skips: dict = dict((resume or {}).get("task_skips", {}))
     seconds: dict = {}
     # progress over (method, seed) runs, each scoring every task; the time left assumes the pace so far
     total, done, start = sum(seeds if getattr(m, "seeded", True) else 1 for m in methods), 0, time.perf_counter()
+    ran = 0
     for m in methods:
         plan, cannot = fit_plan(cfg, data, m, views)
         task_skips.update(cannot)
         n_seeds = seeds if getattr(m, "seeded", True) else 1
         for seed in range(n_seeds):
+            if seed < len((resume or {}).get("fit_seconds", {}).get(m.name, [])):   # finished before
+                seconds.setdefault(m.name, []).append(resume["fit_seconds"][m.name][seed])
+                for task, metrics in resume["scores"].get(m.name, {}).items():
+                    for k, v in metrics.items():
+                        runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(v[seed])
+                done += 1
+                log(f"bench: [{done}/{total}] {m.name} seed {seed}: taken from the unfinished run")
+                continue
             fit, scores = 0.0, {}
             try:
                 for method, view, names, aware in plan:
@@ -120,12 +132,13 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None)
                     runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(float(v))
             if partial:
                 Path(partial).parent.mkdir(parents=True, exist_ok=True)
-                Path(partial).write_text(json.dumps({"scores": runs, "fit_seconds": seconds}, indent=1))
-            done += 1
+                Path(partial).write_text(json.dumps({"settings": settings, "scores": runs, "fit_seconds": seconds,
+                                                     "task_skips": task_skips}, indent=1))
+            done, ran = done + 1, ran + 1
             elapsed = time.perf_counter() - start
             log(f"bench: [{done}/{total}] {m.name} seed {seed}: fit {fit:.1f}s, "
                 + ", ".join(f"{t}.{headline(load(t), s)}={s[headline(load(t), s)]:.4f}" for t, s in scores.items())
-                + f" | {_clock(elapsed)} elapsed, about {_clock(elapsed / done * (total - done))} left")
+                + f" | {_clock(elapsed)} elapsed, about {_clock(elapsed / ran * (total - done))} left")
     headlines = {}
     for t in cfg.bench.tasks:
         metrics = {k: None for m in runs for k in runs[m].get(t, {})}
@@ -175,14 +188,20 @@ def run(cfg, args) -> int:
     print(f"bench: {data.n_users} users, {data.n_items} item indices, {len(data.warm_items)} warm items",
           file=sys.stderr)
     partial = Path(cfg.resolve(cfg.paths.reports)) / "bench-partial.json"
+    settings = run_settings(cfg, data, seeds, model_uri)
+    earlier = resumable(partial, settings) if getattr(args, "resume", False) else None
     report = run_suite(cfg, data, make_methods(cfg, model_uri), seeds,
-                       log=lambda s: print(s, file=sys.stderr), partial=partial)
+                       log=lambda s: print(s, file=sys.stderr), partial=partial, settings=settings, resume=earlier)
     report["data"] = {"workspace": cfg.workspace, "fingerprint": data.fingerprint,
                       "users": data.n_users, "items": int(len(data.warm_items))}
     report["model_uri"] = model_uri
     report["machine"] = f"at the start: {load_before}; at the end: {machine_load()}"
+    if earlier:
+        kept = sum(len(v) for v in earlier.get("fit_seconds", {}).values())
+        report["machine"] += f" ({kept} method runs taken from an earlier, unfinished process)"
     out = write_report(report, cfg.resolve(cfg.paths.reports))
-    partial.unlink(missing_ok=True)
+    if not report["failed_methods"]:      # kept otherwise: `--resume` then reruns only what failed
+        partial.unlink(missing_ok=True)
     print(open(out / "bench.md").read())
     print(f"bench: report written to {out}", file=sys.stderr)
     if cfg.bench.log_mlflow:
@@ -192,6 +211,40 @@ def run(cfg, args) -> int:
             print(f"guim bench: error: method {m} failed: {why}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_settings(cfg, data, seeds: int, model_uri: str) -> dict:
+    """What makes two bench runs the same run: the data's table versions, the seeds, the model URI
+    and every bench and train setting (as JSON values)."""
+    import dataclasses
+
+    return json.loads(json.dumps({"data": data.fingerprint, "seeds": seeds, "model_uri": model_uri,
+                                  "bench": dataclasses.asdict(cfg.bench), "train": dataclasses.asdict(cfg.train)}))
+
+
+def resumable(partial: Path, settings: dict) -> dict:
+    """The unfinished run's partial results, if it was run with ``settings``; else GuimError naming
+    what differs (resuming under other settings would mix two runs in one table)."""
+    from ..errors import GuimError
+
+    if not partial.exists():
+        raise GuimError(f"--resume: no unfinished bench run here (no {partial}); start one without --resume")
+    earlier = json.loads(partial.read_text())
+    before = earlier.get("settings")
+    if before is None:
+        raise GuimError(f"--resume: {partial} was written by a version that did not record its settings; "
+                        f"rerun without --resume")
+    diff = [f"{k}: {before.get(k)!r} then, {v!r} now" for k, v in settings.items()
+            if k not in ("bench", "train") and before.get(k) != v]
+    for section in ("bench", "train"):
+        old = before.get(section, {})
+        diff += [f"{section}.{k}: {old.get(k)!r} then, {v!r} now" for k, v in settings[section].items()
+                 if old.get(k) != v]
+    if diff:
+        raise GuimError("--resume: the unfinished run had other settings (" + "; ".join(diff[:5])
+                        + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+                        + "); rerun with the same settings, or without --resume to start over")
+    return earlier
 
 
 def machine_load() -> str:
