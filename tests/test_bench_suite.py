@@ -37,6 +37,7 @@ def test_suite_runs_every_baseline_on_the_same_splits(synth_ws, spark):
     rep = run_suite(cfg, data, make_methods(cfg), seeds=1, log=lambda s: None)
     assert rep["failed_methods"] == {} and rep["skipped_methods"] == {}
     assert rep["methods"] == ["random", "popularity", "item2vec", "als", "sasrec", "guim_k1"]
+    assert not list((synth_ws / "checkpoints").glob("**/*.pt"))   # GUIM's refits kept their checkpoints apart
     res = rep["results"]
     for m in rep["methods"]:   # the synthetic data supports every task
         assert set(res[m]) == set(rep["tasks"]), (m, rep["skipped_tasks"])

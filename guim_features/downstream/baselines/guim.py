@@ -9,6 +9,9 @@ includes the test events, so benchmarking them would leak the targets.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from ...errors import GuimError
@@ -60,8 +63,13 @@ class GuimTrained(Method):
         from ...train import train_model
 
         overrides = {"K": self.k, **({"item_fields": self.item_fields} if self.item_fields is not None else {})}
-        result = train_model(self.cfg, seed=seed, overrides=overrides, mlflow_log=False, register=False,
-                             exclude_users=data.holdout)
+        # a checkpoint folder of its own: a `guim train` (or another bench) in the same workspace
+        # keeps its checkpoints/last.pt, which --resume would otherwise read
+        root = Path(self.cfg.resolve(self.cfg.train.checkpoint_dir))
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bench-", dir=root) as ck:
+            result = train_model(self.cfg, seed=seed, overrides={**overrides, "checkpoint_dir": ck},
+                                 mlflow_log=False, register=False, exclude_users=data.holdout)
         return embed_with(result.embedder, data)
 
 
