@@ -427,6 +427,7 @@ def test_a_failing_method_makes_bench_exit_1_with_the_reason(tmp_path, monkeypat
 
 
 def test_a_stopped_bench_resumes_without_rerunning_its_finished_runs(tmp_path, monkeypatch, capsys):
+    from guim_features import downstream
     from guim_features.downstream import baselines
     from guim_features.downstream.baselines.simple import Popularity
     from guim_features.cli import main
@@ -456,6 +457,11 @@ def test_a_stopped_bench_resumes_without_rerunning_its_finished_runs(tmp_path, m
     assert "seeds: 3 then, 4 now" in capsys.readouterr().err
     assert main(args + ["--set", "train.epochs=2", "--resume"]) != 0 and calls == [0, 1]
     assert "train.epochs: 40 then, 2 now" in capsys.readouterr().err
+    real = downstream.code_fingerprint
+    monkeypatch.setattr(downstream, "code_fingerprint", lambda: "edited")   # the package changed since
+    assert main(args + ["--resume"]) != 0 and calls == [0, 1]
+    assert "code: " in capsys.readouterr().err
+    monkeypatch.setattr(downstream, "code_fingerprint", real)
     broken.clear()
     assert main(args + ["--resume"]) == 0
     assert calls == [0, 1, 1, 2]                            # seed 0 taken as it was, not refitted

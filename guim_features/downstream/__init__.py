@@ -214,12 +214,25 @@ def run(cfg, args) -> int:
 
 
 def run_settings(cfg, data, seeds: int, model_uri: str) -> dict:
-    """What makes two bench runs the same run: the data's table versions, the seeds, the model URI
-    and every bench and train setting (as JSON values)."""
+    """What makes two bench runs the same run: the data's table versions, the seeds, the model URI,
+    every bench and train setting (as JSON values) and the package's code (``code_fingerprint``)."""
     import dataclasses
 
     return json.loads(json.dumps({"data": data.fingerprint, "seeds": seeds, "model_uri": model_uri,
-                                  "bench": dataclasses.asdict(cfg.bench), "train": dataclasses.asdict(cfg.train)}))
+                                  "code": code_fingerprint(), "bench": dataclasses.asdict(cfg.bench),
+                                  "train": dataclasses.asdict(cfg.train)}))
+
+
+def code_fingerprint() -> str:
+    """SHA-256 (first 16 hex digits) of the package's Python sources: an edit to a method or a task
+    between a stopped run and its resume would otherwise mix two versions in one table."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def resumable(partial: Path, settings: dict) -> dict:
