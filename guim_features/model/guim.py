@@ -50,8 +50,8 @@ from .towers import ITEM_FIELDS, ItemTower
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
          "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature", "score",
-         "train_score", "normalize",         "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob", "negatives",
-         "full_catalogue_max", "num_negatives", "sampler", "item_fields")
+         "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob",
+         "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
 CHOICES = {"score": ("max", "lse"), "train_score": ("route", "exact"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
@@ -84,7 +84,8 @@ def check_args(a: dict) -> dict:
     if a["cl_temperature"] <= 0:
         raise GuimError(f"train.cl_temperature={a['cl_temperature']}: expected a positive number")
     if a["cl_weight"] > 0 and a["next_weight"] <= 0:
-        raise GuimError("train.cl_weight > 0 contrasts the states of next-item prediction: it needs train.next_weight > 0")
+        raise GuimError("train.cl_weight > 0 contrasts the states of next-item prediction: it needs "
+                        "train.next_weight > 0")
     if a["K"] < 1 or a["d"] % a["heads"]:
         raise GuimError(f"train.K must be >= 1 and train.d ({a['d']}) divisible by train.heads ({a['heads']})")
     if a["n_items"] <= FIRST_ITEM_INDEX:
