@@ -88,7 +88,9 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
     runs: dict = {}      # method -> task -> metric -> [value per seed]
     failed: dict = {}    # method -> reason
     unavailable: dict = {}   # method -> reason
-    task_skips: dict = dict((resume or {}).get("task_skips", {}))
+    resume = resume or {}
+    task_skips: dict = dict(resume.get("task_skips", {}))
+    earlier_seconds: dict = resume.get("fit_seconds", {})   # method -> fit seconds of its finished seeds
     seconds: dict = {}
     # progress over (method, seed) runs, each scoring every task; the time left assumes the pace so far
     total, done, start = sum(seeds if getattr(m, "seeded", True) else 1 for m in methods), 0, time.perf_counter()
@@ -98,8 +100,8 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
         task_skips.update(cannot)
         n_seeds = seeds if getattr(m, "seeded", True) else 1
         for seed in range(n_seeds):
-            if seed < len((resume or {}).get("fit_seconds", {}).get(m.name, [])):   # finished before
-                seconds.setdefault(m.name, []).append(resume["fit_seconds"][m.name][seed])
+            if seed < len(earlier_seconds.get(m.name, [])):   # finished before
+                seconds.setdefault(m.name, []).append(earlier_seconds[m.name][seed])
                 for task, metrics in resume["scores"].get(m.name, {}).items():
                     for k, v in metrics.items():
                         runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(v[seed])
@@ -247,12 +249,12 @@ def resumable(partial: Path, settings: dict) -> dict:
     if before is None:
         raise GuimError(f"--resume: {partial} was written by a version that did not record its settings; "
                         f"rerun without --resume")
-    diff = [f"{k}: {before.get(k)!r} then, {v!r} now" for k, v in settings.items()
-            if k not in ("bench", "train") and before.get(k) != v]
-    for section in ("bench", "train"):
-        old = before.get(section, {})
-        diff += [f"{section}.{k}: {old.get(k)!r} then, {v!r} now" for k, v in settings[section].items()
-                 if old.get(k) != v]
+    def flat(d: dict) -> dict:   # {"train": {"epochs": 40}} -> {"train.epochs": 40}
+        return {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in d.items()
+                for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+    then = flat(before)
+    diff = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in flat(settings).items() if then.get(k) != v]
     if diff:
         raise GuimError("--resume: the unfinished run had other settings (" + "; ".join(diff[:5])
                         + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")

@@ -301,8 +301,8 @@ class GUIM(nn.Module):
             cache["table"] = self.tower.embed_idx(torch.arange(a["n_items"], device=items.device))  # (V, d)
             cache["all"] = cache["table"][FIRST_ITEM_INDEX:]
         if a["next_weight"] > 0:
-            h, valid = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True,
-                                   table=cache.get("table"))
+            beh, gaps = batch["behavior"][:, :-1], batch["gaps"][:, :-1]
+            h, valid = self.encode(inp, beh, gaps, causal=True, table=cache.get("table"))
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
@@ -317,8 +317,7 @@ class GUIM(nn.Module):
                 parts[k] = reg[k][pos].mean()
                 total = total + w * parts[k]
             if a["cl_weight"] > 0:
-                h2, _ = self.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True,
-                                    table=cache.get("table"))                   # the same batch, fresh dropout
+                h2, _ = self.encode(inp, beh, gaps, causal=True, table=cache.get("table"))   # fresh dropout
                 rows = pos.flatten().nonzero().squeeze(1)                       # (P,)
                 if len(rows) > CL_ROWS:
                     rows = rows[torch.randperm(len(rows), device=rows.device)[:CL_ROWS]]
