@@ -161,6 +161,9 @@ class TrainConfig:
                                 "second dropout view of itself and the states with the same next item as "
                                 "positives, the batch's other states as negatives (0 = off; one more encoder pass)")
     cl_temperature: float = opt(0.2, "Temperature of the contrastive regulariser (cosine similarities)")
+    cl_positive: str = opt("dropout", "Contrastive regulariser's second view: dropout (the same history, fresh "
+                                      "dropout) | same_target (another training history followed by the same "
+                                      "item, DuoRec's supervised view; a bank of n_items x 4 histories in memory)")
     score: str = opt("lse", "User-item score over the K interests: lse (tau log sum_k w_k exp(s_k / tau): a "
                             "w-weighted mixture of the K interests' softmax kernels) | max (max_k s_k)")
     train_score: str = opt("exact", "Training logits: exact (`score`, every interest trained by every target) | "

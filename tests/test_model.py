@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
-from guim_features.model.guim import contrastive_loss, hard_negative_logits, routing_penalty
+from guim_features.model.guim import (BANK_SLOTS, SameTargetBank, contrastive_loss, hard_negative_logits,
+                                     routing_penalty)
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -455,3 +456,53 @@ def test_contrastive_regulariser_is_a_training_term_that_reaches_the_encoder():
         make(cl_weight=0.5, next_weight=0.0, mlm_weight=1.0)
     with pytest.raises(GuimError, match="train.cl_temperature=0"):
         make(cl_weight=0.5, cl_temperature=0.0)
+
+
+def test_same_target_bank_keeps_the_latest_histories_per_item():
+    bank = SameTargetBank(n_items=10, max_len=3, device="cpu")
+    hist = lambda v: torch.full((1, 3), v)                                      # noqa: E731
+    (_, _, _), found = bank.sample(torch.tensor([7]))
+    assert not found.item()                                       # nothing stored for item 7 yet
+    for v in range(1, BANK_SLOTS + 2):                            # one more than the slots: the oldest goes
+        bank.add(torch.tensor([7]), hist(v), hist(0), hist(0))
+    kept = {int(bank.sample(torch.tensor([7]))[0][0][0, 0]) for _ in range(200)}
+    assert kept == set(range(2, BANK_SLOTS + 2))
+    assert not bank.sample(torch.tensor([8]))[1].item()          # other items are untouched
+
+
+def test_same_target_positive_is_another_history_of_the_same_item():
+    M = 10
+    m = make(K=1, cl_weight=0.5, cl_positive="same_target")      # eval(): no dropout, encodings repeat
+    first = torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8, 9, 10, 11]])  # targets 6..11 after 1..6 real items
+    z = torch.zeros_like(first)
+    m.loss({"items": first, "behavior": (first > 0).long(), "gaps": z})
+    # each target's history is stored right-aligned: item 9 followed 5, 6, 7, 8
+    assert m._bank.items[9, 0].tolist() == [0] * 6 + [5, 6, 7, 8]
+    assert m._bank.items[11, 0].tolist() == [0] * 4 + [5, 6, 7, 8, 9, 10]
+    assert int(m._bank.count[4]) == 0
+    # a second user reaches item 9 after other items: its positive is the first user's history
+    inp = torch.tensor([[20, 21, 22]])
+    h = m._same_target_states(torch.tensor([2]), torch.tensor([9]), inp, torch.ones_like(inp),
+                              torch.zeros_like(inp), None)
+    hist = torch.tensor([[5, 6, 7, 8]])
+    want = m.encode(hist, torch.ones_like(hist), torch.zeros_like(hist), causal=True)[0][:, -1]
+    assert torch.allclose(h, want, atol=1e-5)
+    # an item never seen before: the anchor's own history (its dropout view)
+    h = m._same_target_states(torch.tensor([2]), torch.tensor([40]), inp, torch.ones_like(inp),
+                              torch.zeros_like(inp), None)
+    assert torch.allclose(h, m.encode(inp, torch.ones_like(inp), torch.zeros_like(inp), causal=True)[0][:, -1],
+                          atol=1e-5)
+    assert m._bank.items[40, 0].tolist() == [0] * (M - 3) + [20, 21, 22]
+
+
+def test_same_target_contrastive_loss_trains_the_encoder():
+    items, beh, gaps = seqs(4, 11)
+    m = make(K=1, cl_weight=0.5, cl_positive="same_target").train()
+    for _ in range(2):                                            # the second step draws from the bank
+        m.zero_grad()
+        loss, parts = m.loss({"items": items, "behavior": beh, "gaps": gaps})
+        loss.backward()
+    assert set(parts) == {"next", "cl"} and parts["cl"] > 0
+    assert m.blocks[0].ln1.weight.grad.abs().sum() > 0
+    with pytest.raises(GuimError, match="train.cl_positive='x' is not one of dropout, same_target"):
+        make(cl_weight=0.5, cl_positive="x")

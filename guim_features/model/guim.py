@@ -26,6 +26,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   target position of the batch: a state's positives are its own dropout view and the states whose
   next item is the same (supervised), its negatives every other state of the batch. It spreads the
   states apart (against representation degeneration) and pulls same-target histories together.
+  ``cl_positive=same_target`` replaces the second view by DuoRec's supervised one: another
+  training history that led to the same item, drawn from the whole training set
+  (:class:`SameTargetBank`) and encoded in the step.
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
   or the batch's targets plus ``num_negatives`` shared sampled negatives, each negative corrected
   by its inclusion probability (``inclusion_log_prob``), so the cost does not grow with the
@@ -49,12 +52,13 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
-         "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature", "score",
+         "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature", "cl_positive", "score",
          "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob",
          "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
-CHOICES = {"score": ("max", "lse"), "train_score": ("route", "exact"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
+CHOICES = {"cl_positive": ("dropout", "same_target"), "score": ("max", "lse"), "train_score": ("route", "exact"),
+           "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
 
 
 def model_args(train_cfg, sizes: dict) -> dict:
@@ -71,6 +75,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("hard_negative_beta", 0.0)
     a.setdefault("cl_weight", 0.0)
     a.setdefault("cl_temperature", 0.2)
+    a.setdefault("cl_positive", "dropout")
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -157,6 +162,40 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, t
         return (torch.logsumexp(lg, -1) - torch.logsumexp(lg.masked_fill(~positive, float("-inf")), -1)).mean()
 
     return 0.5 * (side(logits) + side(logits.T))
+
+
+BANK_SLOTS = 4   # same-target histories kept per item (cl_positive=same_target)
+
+
+class SameTargetBank:
+    """The latest ``BANK_SLOTS`` training histories that led to each item (overwritten oldest
+    first), right-aligned to ``max_len``: where DuoRec's supervised positives are drawn from, with
+    the whole training set as the pool rather than the batch (in a batch of 128 windows two
+    states rarely share a next item among thousands). Filled as training goes, so it costs no
+    pass over the data; not saved with the weights. Memory: n_items x BANK_SLOTS x max_len x 8
+    bytes on the training device (18k items, max_len 50: 29 MB)."""
+
+    def __init__(self, n_items: int, max_len: int, device):
+        shape = (n_items, BANK_SLOTS, max_len)
+        self.items = torch.zeros(shape, dtype=torch.int32, device=device)
+        self.behavior = torch.zeros(shape, dtype=torch.int16, device=device)
+        self.gaps = torch.zeros(shape, dtype=torch.int16, device=device)
+        self.count = torch.zeros(n_items, dtype=torch.long, device=device)
+
+    def sample(self, y: torch.Tensor):
+        """One stored history per target in y (P,), uniformly among those stored: ((items,
+        behavior, gaps) each (P, max_len), found (P,) bool: False where y has none yet)."""
+        n = self.count[y].clamp(max=BANK_SLOTS)
+        slot = (torch.rand(len(y), device=y.device) * n).long().clamp(max=BANK_SLOTS - 1)
+        return (self.items[y, slot], self.behavior[y, slot], self.gaps[y, slot]), n > 0
+
+    def add(self, y: torch.Tensor, items, behavior, gaps) -> None:
+        """Store the histories (P, max_len) that led to targets y (P,)."""
+        slot = self.count[y] % BANK_SLOTS
+        self.items[y, slot] = items.to(torch.int32)
+        self.behavior[y, slot] = behavior.to(torch.int16)
+        self.gaps[y, slot] = gaps.clamp(max=torch.iinfo(torch.int16).max).to(torch.int16)
+        self.count.index_add_(0, y, torch.ones_like(y))
 
 
 def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -256,6 +295,7 @@ class GUIM(nn.Module):
                                     requires_grad=bool(a["learn_temperature"]))
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
         self._pop_cdf = None                                                    # sampler cache (set_popularity)
+        self._bank = None                                                       # SameTargetBank (cl_positive)
         for m in (self.beh_emb, self.gap_emb, self.pos_emb):
             nn.init.normal_(m.weight, std=0.02)
 
@@ -317,13 +357,15 @@ class GUIM(nn.Module):
                 parts[k] = reg[k][pos].mean()
                 total = total + w * parts[k]
             if a["cl_weight"] > 0:
-                h2, _ = self.encode(inp, beh, gaps, causal=True, table=cache.get("table"))   # fresh dropout
                 rows = pos.flatten().nonzero().squeeze(1)                       # (P,)
                 if len(rows) > CL_ROWS:
                     rows = rows[torch.randperm(len(rows), device=rows.device)[:CL_ROWS]]
-                d = h.shape[-1]
-                parts["cl"] = contrastive_loss(h.reshape(-1, d)[rows], h2.reshape(-1, d)[rows],
-                                               tgt.flatten()[rows], a["cl_temperature"])
+                d, y = h.shape[-1], tgt.flatten()[rows]
+                if a["cl_positive"] == "same_target":
+                    z2 = self._same_target_states(rows, y, inp, beh, gaps, cache.get("table"))
+                else:
+                    z2 = self.encode(inp, beh, gaps, causal=True, table=cache.get("table"))[0].reshape(-1, d)[rows]
+                parts["cl"] = contrastive_loss(h.reshape(-1, d)[rows], z2, y, a["cl_temperature"])
                 total = total + a["cl_weight"] * parts["cl"]
         if a["mlm_weight"] > 0:
             seq, beh, gaps = tgt, batch["behavior"][:, 1:], batch["gaps"][:, 1:]
@@ -368,6 +410,31 @@ class GUIM(nn.Module):
         return self.loss(batch)
 
     # -- internals ------------------------------------------------------------------------
+    def _same_target_states(self, rows, y, inp, beh, gaps, table) -> torch.Tensor:
+        """DuoRec's supervised positive view (``cl_positive=same_target``): for each anchor state
+        (flat index ``rows`` into the (B, L) batch, next item ``y``), the last state of another
+        training history that was followed by the same item, drawn from :class:`SameTargetBank`
+        and encoded now (fresh dropout, gradients flowing); an anchor whose item has no stored
+        history yet gets its own history re-encoded (the dropout view). The anchors' histories
+        are stored afterwards, so an anchor never draws itself within a step. -> (P, d)."""
+        M, L = self.args["max_len"], inp.shape[1]
+        if self._bank is None or self._bank.items.device != inp.device:
+            self._bank = SameTargetBank(self.args["n_items"], M, inp.device)
+        b, t = rows // L, rows % L
+        cols = t[:, None] + 1 + torch.arange(M, device=inp.device)[None]        # (P, M) in the padded batch
+        own = [F.pad(x, (M, 0))[b[:, None], cols] for x in (inp, beh, gaps)]    # each (P, M), right-aligned
+        drawn, found = self._bank.sample(y)
+        seqs = [torch.where(found[:, None], d.to(o.dtype), o) for d, o in zip(drawn, own)]
+        self._bank.add(y, *own)
+        z = torch.empty(len(rows), self.args["d"], device=inp.device, dtype=torch.float32)
+        lengths = (seqs[0] > 0).sum(1)
+        order = torch.argsort(lengths)
+        for chunk in order.tensor_split(min(4, len(order))):                    # similar lengths together
+            W = max(1, int(lengths[chunk].max()))
+            hs, _ = self.encode(*(x[chunk, M - W:] for x in seqs), causal=True, table=table)
+            z[chunk] = hs[:, -1].float()
+        return z
+
     def encode(self, item_idx, behavior, gaps, causal: bool, table: torch.Tensor | None = None):
         """(B, L) ints -> hidden states (B, L, d) and the mask of real positions (B, L).
         ``table``: precomputed vectors of the whole catalogue (V, d), used instead of the tower."""
