@@ -164,6 +164,10 @@ class TrainConfig:
     cl_positive: str = opt("dropout", "Contrastive regulariser's second view: dropout (the same history, fresh "
                                       "dropout) | same_target (another training history followed by the same "
                                       "item, DuoRec's supervised view; a bank of n_items x 4 histories in memory)")
+    positions: str = opt("right", "Position embeddings: right (counted back from the newest event, SASRec's "
+                                  "left-padded convention) | left (counted from the window's first event: a training "
+                                  "state has the position it has at inference, where the newest event's position "
+                                  "depends on the history's length)")
     score: str = opt("lse", "User-item score over the K interests: lse (tau log sum_k w_k exp(s_k / tau): a "
                             "w-weighted mixture of the K interests' softmax kernels) | max (max_k s_k)")
     train_score: str = opt("exact", "Training logits: exact (`score`, every interest trained by every target) | "

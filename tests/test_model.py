@@ -506,3 +506,20 @@ def test_same_target_contrastive_loss_trains_the_encoder():
     assert m.blocks[0].ln1.weight.grad.abs().sum() > 0
     with pytest.raises(GuimError, match="train.cl_positive='x' is not one of dropout, same_target"):
         make(cl_weight=0.5, cl_positive="x")
+
+
+def test_left_positions_give_a_training_state_the_encoding_it_has_at_inference():
+    items, beh, gaps = seqs(1, 8)
+    for positions, same in (("left", True), ("right", False)):
+        m = make(positions=positions)                             # eval(): no dropout
+        h, _ = m.encode(items, beh, gaps, causal=True)            # (1, 8, d): a training window
+        # the prefix ending at position 5, encoded alone as a user's whole history would be at inference
+        alone, _ = m.encode(items[:, :6], beh[:, :6], gaps[:, :6], causal=True)
+        assert torch.allclose(h[0, 5], alone[0, -1], atol=1e-5) is same, positions
+    # left positions ignore left padding: the same history padded wider encodes the same
+    m = make(positions="left")
+    wide = [F.pad(x, (2, 0)) for x in (items, beh, gaps)]            # width 10 = max_len
+    assert torch.allclose(m.encode(*wide, causal=True)[0][:, 2:], m.encode(items, beh, gaps, causal=True)[0],
+                          atol=1e-5)
+    with pytest.raises(GuimError, match="train.positions='middle' is not one of right, left"):
+        make(positions="middle")

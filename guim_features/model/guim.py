@@ -51,14 +51,14 @@ from ..schemas import FIRST_ITEM_INDEX, MASK
 from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
-HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "id_buckets", "id_dropout", "interest_residual",
-         "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature", "cl_positive", "score",
-         "train_score", "normalize", "temperature", "learn_temperature", "next_weight", "mlm_weight", "mask_prob",
-         "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
+HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "positions", "id_buckets", "id_dropout",
+         "interest_residual", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
+         "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
+         "mlm_weight", "mask_prob", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
-CHOICES = {"cl_positive": ("dropout", "same_target"), "score": ("max", "lse"), "train_score": ("route", "exact"),
-           "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
+CHOICES = {"cl_positive": ("dropout", "same_target"), "positions": ("right", "left"), "score": ("max", "lse"),
+           "train_score": ("route", "exact"), "negatives": ("auto", "all", "sampled"), "sampler": ("uniform", "popularity")}
 
 
 def model_args(train_cfg, sizes: dict) -> dict:
@@ -76,6 +76,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("cl_weight", 0.0)
     a.setdefault("cl_temperature", 0.2)
     a.setdefault("cl_positive", "dropout")
+    a.setdefault("positions", "right")       # saved before positions were selectable
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -444,12 +445,15 @@ class GUIM(nn.Module):
             item_idx, behavior, gaps = item_idx[:, -m:], behavior[:, -m:], gaps[:, -m:]
             B, L = item_idx.shape
         valid = item_idx > 0                                                    # (B, L)
-        pos = torch.arange(self.args["max_len"] - L, self.args["max_len"], device=item_idx.device)
+        if self.args["positions"] == "left":   # counted from the window's first event: (B, L)
+            pos = (valid.cumsum(1) - 1).clamp_min(0)
+        else:                                   # counted back from the last event: (1, L)
+            pos = torch.arange(self.args["max_len"] - L, self.args["max_len"], device=item_idx.device)[None]
         gaps = gaps.clamp(0, self.args["gap_buckets"])
         behavior = behavior.clamp(0, self.args["n_behaviors"])
         x = self.tower.embed_idx(item_idx) if table is None else table[item_idx]   # (B, L, d)
         x = x * valid[..., None]
-        x = x + self.beh_emb(behavior) + self.gap_emb(gaps) + self.pos_emb(pos)[None]
+        x = x + self.beh_emb(behavior) + self.gap_emb(gaps) + self.pos_emb(pos)
         x = self.drop(self.in_norm(x))
         bias = attention_bias(valid, causal, x.dtype)                           # (B, 1, L, L)
         for blk in self.blocks:
