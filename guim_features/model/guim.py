@@ -37,6 +37,10 @@ the weights, so loading never needs the caller to restate hyper-parameters.
 NOTE (departs from the paper): the same Transformer runs with *causal* attention for the
 next-item objective and for user embeddings (so every position is a training target without
 leaking the future, as in SASRec) and with *bidirectional* attention for masked-item prediction.
+Positions are counted back from the newest event (``positions=right``, SASRec's convention), so a
+training state at an earlier position carries a position id the newest event never has at
+inference; ``positions=left`` counts from the window's first event instead, which makes a training
+state exactly the state its prefix gets at inference (measured level on Amazon Sports).
 """
 from __future__ import annotations
 
