@@ -536,3 +536,34 @@ def test_a_method_that_cannot_run_here_is_skipped_not_failed(tmp_path, monkeypat
                  "--set", "bench.tasks=[next_item]", "--set", "bench.log_mlflow=false"]) == 0
     md = next((tmp_path / "reports").glob("bench-*/bench.md")).read_text()
     assert "method `gone` skipped: no model registered yet" in md and "FAILED" not in md
+
+
+class SeedRecorder(ReadsContent):
+    """Records the seeds it is fitted with; a deterministic method (seeded False) runs once."""
+
+    name, reads_content = "recorder", False
+
+    def __init__(self, seeded=True):
+        super().__init__()
+        self.seeded, self.seeds = seeded, []
+        self.name = "recorder" if seeded else "once"
+
+    def embed(self, data, seed):
+        self.seeds.append(seed)
+        return super().embed(data, seed)
+
+
+def test_first_seed_runs_the_later_seeds_and_the_report_names_them():
+    from guim_features.downstream import run_suite
+    from guim_features.downstream.report import markdown
+
+    cfg = load_config("unused", ["bench.tasks=[similar_items]", "bench.item_scope=all", "bench.neighbours=2"],
+                      write_default=False)
+    seeded, once = SeedRecorder(), SeedRecorder(seeded=False)
+    rep = run_suite(cfg, tiny(), [seeded, once], seeds=2, log=lambda s: None, first_seed=3)
+    assert seeded.seeds == [3, 4] and once.seeds == [3]
+    assert len(rep["results"]["recorder"]["similar_items"]["precision@2"]["values"]) == 2
+    assert "over 2 seeds (seeds 3–4)" in markdown(rep)
+    one = run_suite(cfg, tiny(), [SeedRecorder()], seeds=1, log=lambda s: None, first_seed=1)
+    assert "One seed (seed 1)" in markdown(one)
+    assert "(seeds " not in markdown(run_suite(cfg, tiny(), [SeedRecorder()], seeds=2, log=lambda s: None))

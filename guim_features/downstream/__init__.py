@@ -71,8 +71,10 @@ def fit_plan(cfg, data, method, views: dict) -> tuple[list, dict]:
 
 
 def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None, settings=None,
-              resume=None) -> dict:
-    """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`).
+              resume=None, first_seed: int = 0) -> dict:
+    """Benchmark ``methods`` on ``data``; returns the report dict (see :mod:`.report`). The seeded
+    methods run with seeds ``first_seed`` .. ``first_seed + seeds - 1`` (a later ``first_seed`` adds
+    seeds to an earlier run, or splits one run's seeds across machines, without repeating any).
     ``partial``: a file rewritten with every raw score so far (and ``settings``) after each method
     run, so a long run that is stopped can go on. ``resume``: such a file's content from an earlier
     run with the same settings: its finished (method, seed) runs are taken as they are, not rerun.
@@ -99,12 +101,13 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
         plan, cannot = fit_plan(cfg, data, m, views)
         task_skips.update(cannot)
         n_seeds = seeds if getattr(m, "seeded", True) else 1
-        for seed in range(n_seeds):
-            if seed < len(earlier_seconds.get(m.name, [])):   # finished before
-                seconds.setdefault(m.name, []).append(earlier_seconds[m.name][seed])
+        for i in range(n_seeds):
+            seed = first_seed + i
+            if i < len(earlier_seconds.get(m.name, [])):   # finished before
+                seconds.setdefault(m.name, []).append(earlier_seconds[m.name][i])
                 for task, metrics in resume["scores"].get(m.name, {}).items():
                     for k, v in metrics.items():
-                        runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(v[seed])
+                        runs.setdefault(m.name, {}).setdefault(task, {}).setdefault(k, []).append(v[i])
                 done += 1
                 log(f"bench: [{done}/{total}] {m.name} seed {seed}: taken from the unfinished run")
                 continue
@@ -121,12 +124,12 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
             except Unavailable as e:
                 unavailable[m.name] = str(e).splitlines()[0][:300]
                 log(f"bench: method {m.name} skipped: {unavailable[m.name]}")
-                total -= n_seeds - seed
+                total -= n_seeds - i
                 break
             except Exception as e:  # recorded with the reason; `guim bench` then exits non-zero
                 failed[m.name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                 log(f"bench: method {m.name} failed: {failed[m.name]}")
-                total -= n_seeds - seed
+                total -= n_seeds - i
                 break
             seconds.setdefault(m.name, []).append(fit)
             for task, metrics in scores.items():
@@ -146,7 +149,7 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
         metrics = {k: None for m in runs for k in runs[m].get(t, {})}
         if metrics:
             headlines[t] = headline(load(t), metrics)
-    return {"methods": [m.name for m in methods if m.name in runs], "seeds": seeds,
+    return {"methods": [m.name for m in methods if m.name in runs], "seeds": seeds, "first_seed": first_seed,
             "tasks": [t for t in NAMES if t in cfg.bench.tasks],
             "results": {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()},
             "headline": headlines, "skipped_tasks": task_skips, "failed_methods": failed,
@@ -179,21 +182,26 @@ def run(cfg, args) -> int:
     """Entry point of ``guim bench``."""
     import torch
 
+    from ..errors import GuimError
     from .data import BenchData
     from .report import log_to_mlflow, write_report
 
     torch.set_num_threads(cfg.bench.threads)
     seeds = getattr(args, "seeds", 1) or 1
+    first_seed = getattr(args, "first_seed", 0) or 0
+    if first_seed < 0:
+        raise GuimError(f"--first-seed {first_seed}: expected 0 or a positive seed")
     model_uri = getattr(args, "model_uri", None) or cfg.bench.model_uri
     load_before = machine_load()
     data = BenchData.load(cfg)
     print(f"bench: {data.n_users} users, {data.n_items} item indices, {len(data.warm_items)} warm items",
           file=sys.stderr)
     partial = Path(cfg.resolve(cfg.paths.reports)) / "bench-partial.json"
-    settings = run_settings(cfg, data, seeds, model_uri)
+    settings = run_settings(cfg, data, seeds, model_uri, first_seed)
     earlier = resumable(partial, settings) if getattr(args, "resume", False) else None
     report = run_suite(cfg, data, make_methods(cfg, model_uri), seeds,
-                       log=lambda s: print(s, file=sys.stderr), partial=partial, settings=settings, resume=earlier)
+                       log=lambda s: print(s, file=sys.stderr), partial=partial, settings=settings, resume=earlier,
+                       first_seed=first_seed)
     report["data"] = {"workspace": cfg.workspace, "fingerprint": data.fingerprint,
                       "users": data.n_users, "items": int(len(data.warm_items))}
     report["model_uri"] = model_uri
@@ -215,12 +223,13 @@ def run(cfg, args) -> int:
     return 0
 
 
-def run_settings(cfg, data, seeds: int, model_uri: str) -> dict:
+def run_settings(cfg, data, seeds: int, model_uri: str, first_seed: int = 0) -> dict:
     """What makes two bench runs the same run: the data's table versions, the seeds, the model URI,
     every bench and train setting (as JSON values) and the package's code (``code_fingerprint``)."""
     import dataclasses
 
-    return json.loads(json.dumps({"data": data.fingerprint, "seeds": seeds, "model_uri": model_uri,
+    return json.loads(json.dumps({"data": data.fingerprint, "seeds": seeds, "first_seed": first_seed,
+                                  "model_uri": model_uri,
                                   "code": code_fingerprint(), "bench": dataclasses.asdict(cfg.bench),
                                   "train": dataclasses.asdict(cfg.train)}))
 

@@ -48,10 +48,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {task} | {k}{star} | " + " | ".join(cells) + " |")
     fit = report.get("fit_seconds", {})
     lines.append("| (cost) | fit seconds | " + " | ".join(f"{fit.get(m, 0):.1f}" for m in methods) + " |")
+    s0 = report.get("first_seed", 0)
+    first = "" if not s0 else f" (seed {s0})" if seeds == 1 else f" (seeds {s0}–{s0 + seeds - 1})"
     notes = [f"\n`*` headline metric of the task (the promotion gate watches it). "
-             + (f"Mean ± half-width of the 95 % t-interval over {seeds} seeds (sd: sample standard deviation, "
+             + (f"Mean ± half-width of the 95 % t-interval over {seeds} seeds{first} (sd: sample standard deviation, "
                 f"ddof 1); **bold**: best mean; ≈: interval overlaps the best one's, so level with it, not beaten. "
-                if seeds > 1 else "One seed (no interval: nothing can be called better). ")
+                if seeds > 1 else f"One seed{first} (no interval: nothing can be called better). ")
              + "Deterministic methods run once. `*_content_aware`: the score of a method whose item vectors "
                "read the item content that is this task's label (its plain row is a content-blind refit). "
                "Fit seconds: all fits of one seed (the task views and the content-blind refit included)."]
