@@ -97,6 +97,50 @@ def catalogue(rng: np.random.Generator, items: int, categories: int) -> Catalogu
     return Catalogue(items_df, cat_share, cat_price, cum)
 
 
+EXPLORE = 0.08   # share of page views outside the user's interests, drawn by category popularity
+
+
+def draw_tastes(rng: np.random.Generator, cat_share: np.ndarray, users: int):
+    """Each user's planted interests: (n_int (U,) in 1..4, interests (U, 4) distinct categories,
+    w (U, 4) Dirichlet weights, 0 beyond the user's n_int)."""
+    C = len(cat_share)
+    n_int = rng.choice([1, 2, 3, 4], size=users, p=[0.3, 0.3, 0.25, 0.15])
+    keys = rng.random((users, C)) / cat_share[None, :] ** 0.5   # popular categories more likely
+    interests = np.argsort(keys, axis=1)[:, :4]                 # (U, 4) distinct categories
+    w = rng.dirichlet(np.ones(4) * 2.0, size=users)
+    w[np.arange(4)[None, :] >= n_int[:, None]] = 0
+    w /= w.sum(1, keepdims=True)                                # (U, 4)
+    return n_int, interests, w
+
+
+def interest_shares(w: np.ndarray, n_int: np.ndarray, at) -> np.ndarray:
+    """(..., 4) probability that an in-interest view at time fraction ``at`` (0 = start of the span,
+    1 = its end) goes to each planted interest: the weights, with the user's last interest
+    drifting up to 2.5x its weight by the end of the span."""
+    at = np.asarray(at, dtype=np.float64)
+    drift = 1.0 + 1.5 * at[..., None] * (np.arange(4) == (np.asarray(n_int) - 1)[..., None])
+    p = w * drift
+    return p / p.sum(-1, keepdims=True)
+
+
+def view_probabilities(catalog: Catalogue, n_int, interests, w, at) -> np.ndarray:
+    """(U, items) the generating distribution of a user's page view at time fraction ``at`` (a
+    scalar or (U,)): P(item) = ((1 - EXPLORE) share(c) + EXPLORE pop(c)) p(item | c), c the item's
+    category. Every fav, cart and buy repeats a viewed item, so this also ranks the items a user's
+    later events may hold: the Bayes-optimal ranking for the planted data. Its log is a category
+    term plus an item term, log a_u[c(item)] + log p(item | c(item)): one (C + 1)-dimensional dot
+    product represents it exactly, for any mixture of interests."""
+    C, items = len(catalog.cat_share), len(catalog.items)
+    item_cat = np.floor(catalog.cum - 1e-12).astype(np.int64).clip(0, C - 1)    # cum lies in (c, c + 1]
+    first = np.r_[True, item_cat[1:] != item_cat[:-1]]
+    within = catalog.cum - np.where(first, item_cat, np.r_[0.0, catalog.cum[:-1]])   # p(item | c)
+    share = interest_shares(np.asarray(w, np.float64), n_int, at)            # (U, 4)
+    per_cat = np.zeros((len(share), C))
+    np.add.at(per_cat, (np.arange(len(share))[:, None], np.asarray(interests)), share)
+    per_cat = (1 - EXPLORE) * per_cat + EXPLORE * (catalog.cat_share / catalog.cat_share.sum())[None]
+    return per_cat[:, item_cat] * within[None]
+
+
 def population(rng: np.random.Generator, catalog: Catalogue, users: int, events_per_user: int, days: int,
                start_date: str, first_user: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(events, users) of ``users`` users with ids ``u{first_user}``, ``u{first_user + 1}``, …; drawing a
@@ -105,12 +149,7 @@ def population(rng: np.random.Generator, catalog: Catalogue, users: int, events_
     cat_share, cat_price, cum = catalog.cat_share, catalog.cat_price, catalog.cum
     item_ids = catalog.items["item_id"].to_numpy()
     # -- users: 1-4 interests with weights, attributes correlated with them ---------------------
-    n_int = rng.choice([1, 2, 3, 4], size=users, p=[0.3, 0.3, 0.25, 0.15])
-    keys = rng.random((users, C)) / cat_share[None, :] ** 0.5   # popular categories more likely
-    interests = np.argsort(keys, axis=1)[:, :4]                 # (U, 4) distinct categories
-    w = rng.dirichlet(np.ones(4) * 2.0, size=users)
-    w[np.arange(4)[None, :] >= n_int[:, None]] = 0
-    w /= w.sum(1, keepdims=True)                                # (U, 4)
+    n_int, interests, w = draw_tastes(rng, cat_share, users)
     top = interests[np.arange(users), w.argmax(1)]
     gender = np.where(rng.random(users) < np.where(top % 2 == 0, 0.8, 0.2), "F", "M")
     age = np.where(rng.random(users) < 0.7, top % 4, rng.integers(0, 4, size=users))
@@ -125,12 +164,10 @@ def population(rng: np.random.Generator, catalog: Catalogue, users: int, events_
     uid = np.repeat(np.arange(users), n_pv)
     E = len(uid)
     t = rng.random(E) * days                                    # day offset of each view
-    drift = 1.0 + 1.5 * (t / days)[:, None] * (np.arange(4)[None, :] == (n_int[uid] - 1)[:, None])
-    p = w[uid] * drift
-    p /= p.sum(1, keepdims=True)
+    p = interest_shares(w[uid], n_int[uid], t / days)
     k = (rng.random(E)[:, None] > np.cumsum(p, 1)).sum(1).clip(0, 3)
     cat = interests[uid, k]
-    explore = rng.random(E) < 0.08                              # off-interest browsing
+    explore = rng.random(E) < EXPLORE                           # off-interest browsing
     cat = np.where(explore, rng.choice(C, size=E, p=cat_share / cat_share.sum()), cat)
     item = np.searchsorted(cum, cat + rng.random(E) * 0.999999).clip(0, items - 1)
     ts = t * 86400.0
