@@ -83,6 +83,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds, report mean and spread")
         p.add_argument("--first-seed", type=int, default=0, dest="first_seed",
                        help="the first seed (seeds FIRST .. FIRST + SEEDS - 1): add seeds to an earlier run")
+        p.add_argument("--combine", nargs="+", metavar="REPORT",
+                       help="train nothing: pool the seeds of earlier reports (bench-* folders or their bench.json) "
+                       "of the same settings and disjoint seeds (--first-seed) into one report")
         p.add_argument("--quick", action="store_true",
                        help="a quick check, not logged to MLflow: " + ", ".join(QUICK_BENCH[:2])
                        + ", one seed (--set still wins)")

@@ -567,3 +567,61 @@ def test_first_seed_runs_the_later_seeds_and_the_report_names_them():
     one = run_suite(cfg, tiny(), [SeedRecorder()], seeds=1, log=lambda s: None, first_seed=1)
     assert "One seed (seed 1)" in markdown(one)
     assert "(seeds " not in markdown(run_suite(cfg, tiny(), [SeedRecorder()], seeds=2, log=lambda s: None))
+
+
+def test_combined_seed_runs_equal_one_run_of_all_seeds(tmp_path, monkeypatch, capsys):
+    from guim_features.downstream import baselines
+    from guim_features.downstream.baselines.simple import Popularity, RandomVectors
+    from guim_features.cli import main
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    monkeypatch.setattr(baselines, "methods_by_name", lambda: {"random": RandomVectors, "popularity": Popularity})
+    load_config(tmp_path)
+    args = ["bench", "--workspace", str(tmp_path), "--set", "bench.methods=[random,popularity]",
+            "--set", "bench.tasks=[similar_items]", "--set", "bench.item_scope=all", "--set", "bench.neighbours=2",
+            "--set", "bench.log_mlflow=false"]
+
+    def latest():
+        return sorted((tmp_path / "reports").glob("bench-*"))[-1]
+
+    assert main(args + ["--seeds", "3"]) == 0
+    whole = json.loads((latest() / "bench.json").read_text())
+    assert main(args + ["--seeds", "2", "--first-seed", "1"]) == 0
+    later = latest()
+    assert main(args + ["--seeds", "1"]) == 0
+    first = latest()
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", str(later), str(first / "bench.json")]) == 0
+    pooled = json.loads((latest() / "bench.json").read_text())
+    for m in ("random", "popularity"):
+        assert pooled["results"][m] == whole["results"][m]     # seeds 0, 1, 2 in order; popularity once
+    assert len(pooled["results"]["popularity"]["similar_items"]["precision@2"]["values"]) == 1
+    assert pooled["seeds"] == 3 and pooled["first_seed"] == 0
+    assert "over 3 seeds" in (latest() / "bench.md").read_text()
+    # the same seed twice, or runs of other settings, are refused by name
+    capsys.readouterr()
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", str(first), str(first)]) != 0
+    assert "seed 0 is in both" in capsys.readouterr().err
+    assert main(args + ["--seeds", "1", "--first-seed", "5", "--set", "bench.neighbours=3"]) == 0
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", str(first), str(latest())]) != 0
+    assert "bench.neighbours: 2 in" in capsys.readouterr().err
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", str(tmp_path / "nowhere"), str(first)]) != 0
+    assert "no bench report at" in capsys.readouterr().err
+
+
+def test_combine_pools_values_and_recomputes_the_interval():
+    from guim_features.downstream.report import combine
+
+    def rep(first, values):
+        return {"methods": ["m"], "tasks": ["t"], "seeds": len(values), "first_seed": first,
+                "results": {"m": {"t": {"k": {"values": values}}}}, "headline": {"t": "k"},
+                "skipped_tasks": {}, "failed_methods": {}, "skipped_methods": {}, "fit_seconds": {"m": 10.0 * first},
+                "data": {"fingerprint": "same"}}
+
+    out = combine([rep(2, [0.3]), rep(0, [0.1, 0.2])], ["b", "a"])
+    r = out["results"]["m"]["t"]["k"]
+    assert r["values"] == [0.1, 0.2, 0.3]
+    assert r["mean"] == pytest.approx(0.2) and r["std"] == pytest.approx(0.1)
+    assert r["ci95"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)   # t(0.975, 2 d.f.)
+    assert out["fit_seconds"]["m"] == pytest.approx((0 * 2 + 20 * 1) / 3)
+    with pytest.raises(Exception, match="other data"):
+        combine([rep(0, [0.1]), {**rep(1, [0.2]), "data": {"fingerprint": "other"}}], ["a", "b"])

@@ -186,6 +186,15 @@ def run(cfg, args) -> int:
     from .data import BenchData
     from .report import log_to_mlflow, write_report
 
+    if getattr(args, "combine", None):
+        from .report import combine, read_report
+
+        report = combine([read_report(p) for p in args.combine], [str(p) for p in args.combine])
+        out = write_report(report, cfg.resolve(cfg.paths.reports))
+        print(open(out / "bench.md").read())
+        print(f"bench: combined report of {report['seeds']} seeds written to {out} (not logged to MLflow)",
+              file=sys.stderr)
+        return 0
     torch.set_num_threads(cfg.bench.threads)
     seeds = getattr(args, "seeds", 1) or 1
     first_seed = getattr(args, "first_seed", 0) or 0
@@ -205,6 +214,7 @@ def run(cfg, args) -> int:
     report["data"] = {"workspace": cfg.workspace, "fingerprint": data.fingerprint,
                       "users": data.n_users, "items": int(len(data.warm_items))}
     report["model_uri"] = model_uri
+    report["settings"] = settings
     report["machine"] = f"at the start: {load_before}; at the end: {machine_load()}"
     if earlier:
         kept = sum(len(v) for v in earlier.get("fit_seconds", {}).values())
@@ -246,6 +256,17 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def settings_diff(a: dict, b: dict, name_a: str, name_b: str, ignore=()) -> list:
+    """The settings (:func:`run_settings`) in which two runs differ, as 'train.epochs: 40 then, 2 now'."""
+    def flat(d: dict) -> dict:   # {"train": {"epochs": 40}} -> {"train.epochs": 40}
+        return {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in d.items()
+                for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+    fa, fb = flat(a), flat(b)
+    return [f"{k}: {fa.get(k)!r} {name_a}, {fb.get(k)!r} {name_b}" for k in dict.fromkeys([*fa, *fb])
+            if k not in ignore and fa.get(k) != fb.get(k)]
+
+
 def resumable(partial: Path, settings: dict) -> dict:
     """The unfinished run's partial results, if it was run with ``settings``; else GuimError naming
     what differs (resuming under other settings would mix two runs in one table)."""
@@ -258,12 +279,7 @@ def resumable(partial: Path, settings: dict) -> dict:
     if before is None:
         raise GuimError(f"--resume: {partial} was written by a version that did not record its settings; "
                         f"rerun without --resume")
-    def flat(d: dict) -> dict:   # {"train": {"epochs": 40}} -> {"train.epochs": 40}
-        return {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in d.items()
-                for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
-
-    then = flat(before)
-    diff = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in flat(settings).items() if then.get(k) != v]
+    diff = settings_diff(before, settings, "then", "now")
     if diff:
         raise GuimError("--resume: the unfinished run had other settings (" + "; ".join(diff[:5])
                         + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")

@@ -50,6 +50,8 @@ def markdown(report: dict) -> str:
     lines.append("| (cost) | fit seconds | " + " | ".join(f"{fit.get(m, 0):.1f}" for m in methods) + " |")
     s0 = report.get("first_seed", 0)
     first = "" if not s0 else f" (seed {s0})" if seeds == 1 else f" (seeds {s0}–{s0 + seeds - 1})"
+    if report.get("seeds_used"):
+        first = " (seeds " + ", ".join(map(str, report["seeds_used"])) + ")"
     notes = [f"\n`*` headline metric of the task (the promotion gate watches it). "
              + (f"Mean ± half-width of the 95 % t-interval over {seeds} seeds{first} (sd: sample standard deviation, "
                 f"ddof 1); **bold**: best mean; ≈: interval overlaps the best one's, so level with it, not beaten. "
@@ -59,6 +61,8 @@ def markdown(report: dict) -> str:
                "Fit seconds: all fits of one seed (the task views and the content-blind refit included)."]
     if report.get("machine"):
         notes.append(f"- machine: {report['machine']}")
+    if report.get("combined_from"):
+        notes.append("- combined from the runs in " + ", ".join(report["combined_from"]))
     for m, why in report.get("failed_methods", {}).items():
         notes.append(f"- method `{m}` FAILED: {why}")
     for m, why in report.get("skipped_methods", {}).items():
@@ -92,6 +96,84 @@ def chart(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_report(path) -> dict:
+    """A report's bench.json, from its folder or the file itself; GuimError when there is none."""
+    from ..errors import GuimError
+
+    f = Path(path)
+    f = f / "bench.json" if f.is_dir() else f
+    if not f.is_file():
+        raise GuimError(f"--combine: no bench report at {path} (expected a bench-* folder or its bench.json)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise GuimError(f"--combine: {f} is not a bench report ({e})") from None
+
+
+def combine(reports: list, names: list) -> dict:
+    """One report from runs of the same settings on disjoint seeds (``guim bench --first-seed``,
+    e.g. one run's seeds split across machines or added later): per-seed values pooled in seed
+    order and the spread recomputed over all of them. Refused, naming what differs, when the runs
+    have other data, methods, tasks or settings, or share a seed. A method run once (deterministic:
+    one value, the same in every run) stays one value."""
+    from ..errors import GuimError
+    from . import settings_diff
+    from .metrics import spread
+
+    if len(reports) < 2:
+        raise GuimError("--combine: give two or more bench reports")
+    base, where = reports[0], names[0]
+    for r, name in zip(reports[1:], names[1:]):
+        for key in ("methods", "tasks"):
+            if r[key] != base[key]:
+                raise GuimError(f"--combine: {key} differ: {base[key]} in {where}, {r[key]} in {name}")
+        fa, fb = base.get("data", {}).get("fingerprint"), r.get("data", {}).get("fingerprint")
+        if fa != fb:
+            raise GuimError(f"--combine: other data: {fa} in {where}, {fb} in {name}")
+        if "settings" in base and "settings" in r:
+            diff = settings_diff(base["settings"], r["settings"], f"in {where}", f"in {name}",
+                                 ignore=("seeds", "first_seed"))
+            if diff:
+                raise GuimError("--combine: the runs had other settings (" + "; ".join(diff[:5])
+                                + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "") + ")")
+    order = sorted(range(len(reports)), key=lambda i: reports[i].get("first_seed", 0))
+    seen: dict = {}
+    for i in order:
+        r = reports[i]
+        for s in range(r.get("first_seed", 0), r.get("first_seed", 0) + r["seeds"]):
+            if s in seen:
+                raise GuimError(f"--combine: seed {s} is in both {names[seen[s]]} and {names[i]}")
+            seen[s] = i
+    results, seconds = {}, {}
+    for m in base["methods"]:
+        per_run = [reports[i]["results"].get(m, {}) for i in order]
+        once = all(len(v["values"]) == 1 for run in per_run for ms in run.values() for v in ms.values()) and \
+            all(run == per_run[0] for run in per_run)
+        results[m] = {}
+        for t in dict.fromkeys(t for run in per_run for t in run):
+            results[m][t] = {}
+            for k in dict.fromkeys(k for run in per_run for k in run.get(t, {})):
+                vals = [x for run in per_run[:1 if once else None] for x in run.get(t, {}).get(k, {"values": []})["values"]]
+                results[m][t][k] = spread(vals)
+        fits = [(reports[i].get("fit_seconds", {}).get(m), reports[i]["seeds"]) for i in order]
+        fits = [(f, n) for f, n in fits if f is not None]
+        if fits:
+            seconds[m] = sum(f * n for f, n in fits) / sum(n for _, n in fits)
+    first = reports[order[0]].get("first_seed", 0)
+    combined = {**base, "seeds": len(seen), "first_seed": first, "results": results, "fit_seconds": seconds,
+                "skipped_tasks": {k: v for i in order for k, v in reports[i]["skipped_tasks"].items()},
+                "failed_methods": {k: v for i in order for k, v in reports[i]["failed_methods"].items()},
+                "skipped_methods": {k: v for i in order for k, v in reports[i]["skipped_methods"].items()},
+                "machine": "; ".join(f"seeds {reports[i].get('first_seed', 0)}-{reports[i].get('first_seed', 0) + reports[i]['seeds'] - 1}"
+                                     f" ({names[i]}): {reports[i].get('machine', 'not recorded')}" for i in order),
+                "combined_from": [names[i] for i in order]}
+    if sorted(seen) != list(range(first, first + len(seen))):
+        combined["seeds_used"] = sorted(seen)
+    if "settings" in combined:
+        combined["settings"] = {**combined["settings"], "seeds": len(seen), "first_seed": first}
+    return combined
 
 
 def write_report(report: dict, reports_dir: str) -> Path:
