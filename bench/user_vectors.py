@@ -63,12 +63,14 @@ def train(args) -> None:
 def candidates(embedder, data) -> dict:
     """name -> (U, p) user vectors from one GUIM model, rows in data.user_ids order."""
     from guim_features.downstream.baselines.guim import embed_with
+    from guim_features.embedder import als_fold_in, fold_in
 
     emb = embed_with(embedder, data)
+    hist = [np.unique(data.test_input(u)) for u in range(data.n_users)]   # the whole history, as user_vector
     z, w = emb.users, emb.weights                                         # (U, K, d), (U, K)
     order = np.argsort(-w, axis=1, kind="stable")                          # (U, K) heaviest first
     items = emb.items / np.maximum(np.linalg.norm(emb.items, axis=1, keepdims=True), 1e-9)   # (V, d)
-    hist_items = np.stack([items[np.unique(data.test_input(u))].mean(0) for u in range(data.n_users)])
+    hist_items = np.stack([items[h].mean(0) for h in hist])
     concat_query = np.concatenate([z.reshape(len(z), -1), w], 1)           # (U, K*d + K)
     return {
         "mean_w (today)": np.einsum("uk,ukd->ud", w, z),
@@ -78,6 +80,8 @@ def candidates(embedder, data) -> dict:
         "history item mean": hist_items,
         "history fold-in (ALS rule)": emb.profile,                         # Embedder.user_vector
         "concat by query + weights + history item mean": np.concatenate([concat_query, hist_items], 1),
+        **{f"history fold-in, reg {reg:g}": fold_in(emb.items, hist, reg=reg) for reg in (0.5, 5.0)},
+        "history fold-in, vectors not normalised": als_fold_in(emb.items, hist, 1.0, 0.05),
     }
 
 
