@@ -34,6 +34,7 @@ class Embedder:
         self.max_len = int(model.args["max_len"])
         self.config = {**self.meta.get("train_config", {}), **model.args}
         self.model_version = model_version
+        self._fold_in = None        # user_vector's FoldIn over the catalogue, built on first use
 
     @property
     def temperature(self) -> float:
@@ -87,9 +88,10 @@ class Embedder:
         fixed-length vector a downstream model joins, :func:`fold_in` over the catalogue's vectors
         (item_idx outside the training catalogue are skipped). Unlike ``encode_users`` it reads
         every event, not the last ``max_len``."""
-        table = self.catalogue()                                             # (V, d)
-        return fold_in(table, [np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < len(table))])
-                               for s in map(np.asarray, item_idx)])
+        if self._fold_in is None:                         # the catalogue and its Gram matrix, once
+            self._fold_in = FoldIn(self.catalogue())
+        v = len(self._fold_in.y)
+        return self._fold_in([np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)]) for s in map(np.asarray, item_idx)])
 
     def encode_items(self, item_features, batch_size: int = 4096) -> np.ndarray:
         """Rows in the item_features schema (pandas DataFrame) -> (N, d) float32."""
@@ -146,16 +148,30 @@ def fold_in(item_vectors: np.ndarray, items: list, alpha: float = 1.0, reg: floa
     (bench.als_alpha, bench.als_reg). Chosen on user_profile's valid users over the weighted mean
     of the K interests, the interests concatenated (query or weight order) and the history's mean
     item vector (guim_features/downstream/README.md, "User vector")."""
-    y = np.asarray(item_vectors, np.float64)
-    y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)     # (V, d)
-    return als_fold_in(y, items, alpha, reg).astype(np.float32)
+    return FoldIn(item_vectors, alpha, reg)(items)
 
 
-def als_fold_in(factors: np.ndarray, items: list, alpha: float, reg: float) -> np.ndarray:
+class FoldIn:
+    """:func:`fold_in` with the unit-normalised item vectors and their Gram matrix computed once
+    (O(V d²)), so that folding in batch after batch of users costs O(n_u d² + d³) per user."""
+
+    def __init__(self, item_vectors: np.ndarray, alpha: float = 1.0, reg: float = 0.05):
+        y = np.asarray(item_vectors, np.float64)
+        self.y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)   # (V, d)
+        self.gram = self.y.T @ self.y                                               # (d, d)
+        self.alpha, self.reg = alpha, reg
+
+    def __call__(self, items: list) -> np.ndarray:
+        """Per-user arrays of distinct item_idx -> (B, d) float32."""
+        return als_fold_in(self.y, items, self.alpha, self.reg, self.gram).astype(np.float32)
+
+
+def als_fold_in(factors: np.ndarray, items: list, alpha: float, reg: float, gram: np.ndarray | None = None):
     """The fold-in of :func:`fold_in` with the item ``factors`` (V, r) taken as they are -> (B, r)
-    float64: the ALS baseline's user vectors from Spark's item factors, and GUIM's from its own."""
+    float64: the ALS baseline's user vectors from Spark's item factors, and GUIM's from its own.
+    ``gram``: factorsᵀ factors when the caller already has it."""
     y = np.asarray(factors, np.float64)
-    gram, eye = y.T @ y, np.eye(y.shape[1])                                  # (r, r)
+    gram, eye = (y.T @ y if gram is None else gram), np.eye(y.shape[1])     # (r, r)
     out = np.zeros((len(items), y.shape[1]))
     for b, i in enumerate(items):
         yu = y[np.asarray(i, np.int64)]                                      # (n_u, r)

@@ -1,7 +1,9 @@
 """``guim embed``: point-in-time (as-of) snapshots of user mixtures and item vectors in gold.
 
 A snapshot of user ``u`` as of instant ``T`` is the model's mixture computed from ``u``'s
-events with ``ts < T`` only (the newest ``max_len`` of them), stamped ``event_timestamp = T``.
+events with ``ts < T`` only (the newest ``max_len`` of them), and the ``profile`` vector (the
+fold-in of every item ``u`` touched before ``T``; ``Embedder.user_vector``), stamped
+``event_timestamp = T``.
 Feast's point-in-time join then gives a label at time ``t`` the newest snapshot with
 ``T <= t``: it never sees the label's own event or anything after it.
 
@@ -52,10 +54,12 @@ from .views import nested_lists
 
 ITEM_STAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PARTITIONS = ["model_version", "snapshot_date"]
-USER_SCHEMA = "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, as_of LONG"
+USER_SCHEMA = "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, profile ARRAY<FLOAT>, as_of LONG"
 ITEM_SCHEMA = "item_id STRING, vector ARRAY<FLOAT>"
-WINDOW_SCHEMA = "user_id STRING, as_of LONG, item_idx ARRAY<LONG>, behavior ARRAY<LONG>, gaps ARRAY<LONG>"
-USER_RESULT = "interests ARRAY<FLOAT>, weights ARRAY<FLOAT>"       # the pyfunc's output columns (flat K*d)
+WINDOW_SCHEMA = ("user_id STRING, as_of LONG, item_idx ARRAY<LONG>, behavior ARRAY<LONG>, gaps ARRAY<LONG>, "
+                 "history ARRAY<LONG>")
+USER_RESULT = "interests ARRAY<FLOAT>, weights ARRAY<FLOAT>, profile ARRAY<FLOAT>"   # the pyfunc's output (flat K*d)
+USER_RESULT_V0 = "interests ARRAY<FLOAT>, weights ARRAY<FLOAT>"   # a version registered before profile existed
 ITEM_RESULT = "vector ARRAY<FLOAT>"
 # item_features columns the pyfunc reads, cast to the types its signature declares
 ITEM_INPUT = {"item_idx": "long", "category_idx": "long", "brand_idx": "long", "shop_idx": "long",
@@ -176,9 +180,10 @@ def histories(events, index, behaviors: list, gap_buckets: int, before_s: int, s
 
 
 def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 4096):
-    """histories DataFrame -> (user_id, as_of seconds, item_idx, behavior, gaps): one row per snapshot
-    :func:`plan_snapshots` asks for, holding the user's newest ``max_len`` events before it (the
-    model's input columns, typed as its signature declares them)."""
+    """histories DataFrame -> (user_id, as_of seconds, item_idx, behavior, gaps, history): one row per
+    snapshot :func:`plan_snapshots` asks for, holding the user's newest ``max_len`` events before it
+    (the model's input columns, typed as its signature declares them) and ``history``, the distinct
+    item_idx of ALL their events before it (what the pyfunc's ``profile`` folds in)."""
     times = np.asarray(sorted(times_s), np.int64)
 
     def fn(batches):
@@ -206,19 +211,32 @@ def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 
                 take = np.repeat(a - offsets[:-1], z - a) + np.arange(offsets[-1])      # the windows' events
                 window = [pa.ListArray.from_arrays(pa.array(offsets), pa.array(v[take].astype(np.int64)))
                           for v in (it, be, ga)]
+                seen = [np.unique(it[off[users[j]]:z[j - s]]) for j in range(s, s + len(a))]   # from the 1st event
+                h_off = np.concatenate([[0], np.cumsum([len(x) for x in seen])]).astype(np.int32)
+                history = pa.ListArray.from_arrays(pa.array(h_off), pa.array(
+                    np.concatenate(seen).astype(np.int64) if seen else np.zeros(0, np.int64)))
                 yield pa.RecordBatch.from_arrays(
                     [ids.take(pa.array(users[s:s + rows_per_batch], pa.int64())),
-                     pa.array(stamps[s:s + rows_per_batch], pa.int64()), *window],
-                    names=["user_id", "as_of", "item_idx", "behavior", "gaps"])
+                     pa.array(stamps[s:s + rows_per_batch], pa.int64()), *window, history],
+                    names=["user_id", "as_of", "item_idx", "behavior", "gaps", "history"])
 
     return hist.select("user_id", "item_idx", "behavior", "gaps", "t", "existing").mapInArrow(fn, WINDOW_SCHEMA)
 
 
-def model_udf(spark, model_uri: str, kind: str, batch_size: int = 0, max_item_idx: int = 0):
+def model_outputs(model_uri: str) -> set:
+    """The output columns a logged pyfunc's signature declares (empty when it has none)."""
+    from mlflow.models import Model
+
+    sig = Model.load(model_uri).signature
+    return set(sig.outputs.input_names()) if sig is not None and sig.outputs is not None else set()
+
+
+def model_udf(spark, model_uri: str, kind: str, batch_size: int = 0, max_item_idx: int = 0, profile: bool = True):
     """``mlflow.pyfunc.spark_udf`` of the registered pyfunc for ``kind`` users or items.
 
     Its result is the pyfunc's own output columns: ``interests`` flat (K*d, interest k at
-    ``[k*d:(k+1)*d]``) and ``weights`` (K), or ``vector`` (d). spark_udf could return a struct with
+    ``[k*d:(k+1)*d]``), ``weights`` (K) and ``profile`` (d; ``profile=False`` for a version logged
+    before the pyfunc had it), or ``vector`` (d). spark_udf could return a struct with
     an array<array<float>> field, but only when the model's output is nested, and the pyfunc's
     signature declares ``interests`` flat (as REST callers get it); :func:`shape_users` nests it.
     ``env_manager="local"``: the executors' Python environment is the driver's (the one
@@ -235,24 +253,33 @@ def model_udf(spark, model_uri: str, kind: str, batch_size: int = 0, max_item_id
     level = log.level
     log.setLevel(logging.ERROR)          # its warning that "local" does not rebuild the training environment
     try:
-        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=USER_RESULT if kind == "users" else ITEM_RESULT,
+        result = (USER_RESULT if profile else USER_RESULT_V0) if kind == "users" else ITEM_RESULT
+        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result,
                                        env_manager="local", params=params, extra_env={"GUIM_TORCH_THREADS": "1"})
     finally:
         log.setLevel(level)
 
 
-def encode_users(windows, udf, K: int, d: int, normalize: bool = False):
-    """as_of_windows DataFrame -> (user_id, interests K x d, weights K, as_of seconds), through ``udf``
-    (:func:`model_udf` for users, or any UDF with the same columns in and out)."""
+def encode_users(windows, udf, K: int, d: int, normalize: bool = False, profile: bool = True):
+    """as_of_windows DataFrame -> (user_id, interests K x d, weights K, profile d, as_of seconds),
+    through ``udf`` (:func:`model_udf` for users, or any UDF with the same columns in and out);
+    ``profile=False``: a UDF without the profile output (the column is then null)."""
     from pyspark.sql import functions as F
 
-    out = windows.select("user_id", "as_of", udf(F.struct("item_idx", "behavior", "gaps")).alias("m"))
-    return shape_users(out.select("user_id", "m.interests", "m.weights", "as_of"), K, d, normalize)
+    if profile:
+        out = windows.select("user_id", "as_of", udf(F.struct("item_idx", "behavior", "gaps", "history")).alias("m"))
+        flat = out.select("user_id", "m.interests", "m.weights", "m.profile", "as_of")
+    else:
+        out = windows.select("user_id", "as_of", udf(F.struct("item_idx", "behavior", "gaps")).alias("m"))
+        flat = out.select("user_id", "m.interests", "m.weights", F.lit(None).cast("array<float>").alias("profile"),
+                          "as_of")
+    return shape_users(flat, K, d, normalize)
 
 
 def shape_users(flat, K: int, d: int, normalize: bool = False):
-    """(user_id, interests K*d flat, weights, as_of) -> USER_SCHEMA rows: interests nested K x d,
-    L2-normalised per interest when ``normalize`` (cosine models; numpy float32, as the model scores)."""
+    """(user_id, interests K*d flat, weights, profile, as_of) -> USER_SCHEMA rows: interests nested
+    K x d, L2-normalised per interest when ``normalize`` (cosine models; numpy float32, as the model
+    scores). The profile is kept as the pyfunc made it (a regression output, not a direction)."""
 
     def fn(batches):
         import pyarrow as pa
@@ -263,10 +290,10 @@ def shape_users(flat, K: int, d: int, normalize: bool = False):
             if normalize:
                 interests = _l2(interests)
             yield pa.RecordBatch.from_arrays([b.column("user_id"), nested_lists(interests, d, K),
-                                              b.column("weights"), b.column("as_of")],
-                                             names=["user_id", "interests", "weights", "as_of"])
+                                              b.column("weights"), b.column("profile"), b.column("as_of")],
+                                             names=["user_id", "interests", "weights", "profile", "as_of"])
 
-    return flat.select("user_id", "interests", "weights", "as_of").mapInArrow(fn, USER_SCHEMA)
+    return flat.select("user_id", "interests", "weights", "profile", "as_of").mapInArrow(fn, USER_SCHEMA)
 
 
 def encode_items(item_features, udf, normalize: bool = False):
@@ -328,7 +355,8 @@ def write_gold(df, path: str, table: str) -> int:
 
     spark = df.sparkSession
     before = delta.version(spark, path) if delta.exists(spark, path) else -1
-    delta.conform(df, table).write.format("delta").mode("append").partitionBy(*PARTITIONS).save(path)
+    (delta.conform(df, table).write.format("delta").mode("append").option("mergeSchema", "true")   # new columns
+     .partitionBy(*PARTITIONS).save(path))
     if delta.version(spark, path) == before:
         return 0                        # nothing to append: Delta made no commit, history(1) is an old one
     return _appended(spark, path)
@@ -417,9 +445,10 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     max_item_idx = index.agg(F.max("item_idx")).first()[0] or 0
     # one local copy of the version serves both UDFs (spark_udf would download it again for each)
     local_model = mlflow.artifacts.download_artifacts(artifact_uri=version_uri)
-    udf = model_udf(spark, local_model, "users", cfg.embed.batch_size, max_item_idx)
+    profile = "profile" in model_outputs(local_model)
+    udf = model_udf(spark, local_model, "users", cfg.embed.batch_size, max_item_idx, profile)
     windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len)
-    users = encode_users(windows, udf, emb.K, emb.d, normalize)
+    users = encode_users(windows, udf, emb.K, emb.d, normalize, profile)
     counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
     t_users = time.perf_counter() - t0
     old_items = version_rows(spark, paths["item_embeddings"], version)

@@ -263,6 +263,25 @@ def _strings(column) -> list[bytes]:
     return [cache.get(s) or cache.setdefault(s, encode_string(s)) for s in column.to_pylist()]
 
 
+def _optional_float_lists(table, column: str) -> list[bytes]:
+    """A list<float> column that may be missing or hold nulls -> serialised ValueProtos, an empty
+    ValueProto (Feast's null) for a missing value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in table.column_names:
+        return [b""] * table.num_rows
+    col = table[column].combine_chunks() if isinstance(table[column], pa.ChunkedArray) else table[column]
+    present = np.flatnonzero(pc.is_valid(col).to_numpy(zero_copy_only=False))
+    out = [b""] * len(col)
+    if len(present):
+        from .views import matrix
+
+        for i, v in zip(present, encode_float_lists(matrix(col.take(pa.array(present))))):
+            out[i] = v
+    return out
+
+
 def write_users(store, users, k: int, progress=None) -> int:
     """Gold user rows (one per user) -> the online user view, vectorised."""
     from .views import USER_VIEW, matrix
@@ -272,6 +291,7 @@ def write_users(store, users, k: int, progress=None) -> int:
         raise GuimError(f"user vectors have K={inter.shape[1]} interests, the feature view K={k}")
     values = {f"interest_{i}": encode_float_lists(inter[:, i, :]) for i in range(k)}
     values["weights"] = encode_float_lists(matrix(users["weights"]))         # (N, K)
+    values["profile"] = _optional_float_lists(users, "profile")
     values["model_version"] = _strings(users["model_version"])
     return write_view(store, USER_VIEW, "user_id", users["user_id"].to_pylist(), values, _event_us(users),
                       progress)

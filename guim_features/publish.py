@@ -162,7 +162,7 @@ def spark_query(cfg, name: str, k: int, model_version: str) -> str:
     where = "WHERE model_version = '" + str(model_version).replace("'", "") + "'"
     if name == "user_embeddings":
         cols = ", ".join(f"interests[{i}] AS interest_{i}" for i in range(k))
-        return (f"SELECT user_id, {cols}, weights, model_version, event_timestamp "
+        return (f"SELECT user_id, {cols}, weights, profile, model_version, event_timestamp "
                 f"FROM delta.`{cfg.table(name)}` {where}")
     return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}` {where}"
 

@@ -152,8 +152,9 @@ def plot_curves(history: list, path: Path) -> None:
 
 
 def signature():
-    """Inputs: user sequences or item features (every column optional); params ``kind``,
-    ``max_item_idx`` and ``batch_size`` (see :class:`GuimPyfunc`)."""
+    """Inputs: user sequences or item features (every column optional); outputs: ``interests``,
+    ``weights`` and ``profile`` for users, ``vector`` for items; params ``kind``, ``max_item_idx`` and
+    ``batch_size`` (see :class:`GuimPyfunc`)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
@@ -161,11 +162,12 @@ def signature():
     inputs = Schema([ColSpec(AnyType(), "item_idx", required=False),        # users: array; items: int
                      ColSpec(AnyType(), "item_id", required=False),         # the same as raw ids (strings)
                      ColSpec(L, "behavior", required=False), ColSpec(L, "gaps", required=False),
+                     ColSpec(L, "history", required=False),                 # users: every item_idx, for profile
                      *(ColSpec(DataType.long, c, required=False) for c in ("category_idx", "brand_idx", "shop_idx")),
                      *(ColSpec(DataType.float, c, required=False) for c in ("price_norm", "year_norm")),
                      ColSpec(L, "title_tokens", required=False), ColSpec(L, "tag_ids", required=False),
                      ColSpec(F, "image", required=False)])
-    outputs = Schema([ColSpec(F, c, required=False) for c in ("interests", "weights", "vector")])
+    outputs = Schema([ColSpec(F, c, required=False) for c in ("interests", "weights", "profile", "vector")])
     params = ParamSchema([ParamSpec("kind", DataType.string, "auto"),                # auto | users | items
                           ParamSpec("max_item_idx", DataType.long, 0),                # see GuimPyfunc
                           ParamSpec("batch_size", DataType.long, 0)])                 # rows per forward pass; 0 = default
@@ -220,7 +222,13 @@ def _raw_id(value, column: str, row: int) -> str:
 
 
 class GuimPyfunc(mlflow.pyfunc.PythonModel):
-    """DataFrame of user sequences -> interests (K*d) + weights (K); of item features -> vector (d).
+    """DataFrame of user sequences -> interests (K*d) + weights (K) + profile (d); of item features
+    -> vector (d).
+
+    ``profile`` is ``Embedder.user_vector``: the fixed-length vector a downstream model should join
+    (the fold-in over the catalogue of every item the user touched). It reads the optional
+    ``history`` column (item_idx arrays, the user's whole history, any order, repeats allowed) when
+    given, else the items of the sequence itself; items outside the training catalogue are skipped.
 
     One output row per input row, in order; bad input raises an MlflowException naming the column
     and the row. Items are given as ``item_idx`` (the silver index) or ``item_id`` (raw ids, mapped
@@ -289,6 +297,8 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
         return np.split(flat, np.cumsum([len(ids) for ids in rows])[:-1]) if rows else []
 
     def _users(self, df, max_item_idx: int = 0, batch_size: int = 0) -> pd.DataFrame:
+        from guim_features.schemas import UNK
+
         a = self.embedder.model.args
         seqs = self._sequences(df, max_item_idx)
         ids = "item_idx" if "item_idx" in df.columns else "item_id"
@@ -307,7 +317,17 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
                 _in_range(v, c, r, 0, hi, meaning)
         interests, weights = self.embedder.encode_users(seqs, other["behavior"], other["gaps"],
                                                         **({"batch_size": batch_size} if batch_size > 0 else {}))
-        return pd.DataFrame({"interests": list(interests.reshape(len(df), -1)), "weights": list(weights)})
+        history = seqs
+        if "history" in df.columns:
+            if ids != "item_idx":
+                raise _invalid("history: holds item_idx values, so it needs the sequence as item_idx too "
+                               "(got item_id)")
+            history = [_int_array(v, "history", r) for r, v in enumerate(df["history"])]
+            for r, h in enumerate(history):
+                _in_range(h, "history", r, UNK, max(int(a["n_items"]) - 1, int(max_item_idx)),
+                          "item indices of the silver item_index; 0 and 1 are reserved, 2 = unknown item")
+        return pd.DataFrame({"interests": list(interests.reshape(len(df), -1)), "weights": list(weights),
+                             "profile": list(self.embedder.user_vector(history))})
 
     def _items(self, df, batch_size: int = 0) -> pd.DataFrame:
         if "item_idx" in df.columns:

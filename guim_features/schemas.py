@@ -57,8 +57,11 @@ SCHEMAS: dict[str, str] = {
     # -- gold -----------------------------------------------------------------------------
     # One as-of snapshot per row: computed from the user's events before event_timestamp only.
     # Partitioned by (model_version, snapshot_date = the date of event_timestamp).
+    # profile: the fixed-length vector for downstream models (null in rows of a model version
+    # registered before its pyfunc had one).
     "user_embeddings": "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, "
-                       "model_version STRING, event_timestamp TIMESTAMP, snapshot_date DATE",
+                       "model_version STRING, event_timestamp TIMESTAMP, snapshot_date DATE, "
+                       "profile ARRAY<FLOAT>",
     # One snapshot per model version, stamped 1970-01-01 (valid at every instant; see export.py).
     "item_embeddings": "item_id STRING, vector ARRAY<FLOAT>, model_version STRING, "
                        "event_timestamp TIMESTAMP, snapshot_date DATE",

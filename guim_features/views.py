@@ -28,7 +28,9 @@ def matrix(column, inner: int | None = None) -> np.ndarray:
 
 
 def user_columns(users, k: int):
-    """Gold user rows -> Feast columns: user_id, interest_0..interest_{K-1}, weights, model_version, ts (us)."""
+    """Gold user rows -> Feast columns: user_id, interest_0..interest_{K-1}, weights, profile,
+    model_version, ts (us). ``profile`` is null where the gold rows have none (a table or model
+    version from before it existed)."""
     import pyarrow as pa
 
     inter = matrix(users["interests"])                                       # (N, K, d)
@@ -38,6 +40,8 @@ def user_columns(users, k: int):
     for i in range(k):                          # list<float> columns built from flat buffers, no Python rows
         cols[f"interest_{i}"] = pa.ListArray.from_arrays(offsets, pa.array(inter[:, i, :].ravel()))
     cols["weights"] = users["weights"].cast(pa.list_(pa.float32()))
+    cols["profile"] = (users["profile"].cast(pa.list_(pa.float32())) if "profile" in users.column_names
+                       else pa.nulls(n, pa.list_(pa.float32())))
     cols["model_version"] = users["model_version"]
     cols["event_timestamp"] = users["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))
     return pa.table(cols)

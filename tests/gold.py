@@ -11,19 +11,23 @@ T2 = datetime(2026, 2, 1, tzinfo=timezone.utc)
 # d = 4, K = 2. Items are the unit axes and two mixtures: dot products are easy to do by hand.
 ITEMS = {"axis0": [1, 0, 0, 0], "axis1": [0, 1, 0, 0], "axis2": [0, 0, 1, 0], "axis3": [0, 0, 0, 1],
          "mix01": [0.6, 0.6, 0, 0], "mix23": [0, 0, 0.5, 0.5]}
-# user -> (interests K x d, weights K)
-USERS_V1 = {"alice": ([[2, 0, 0, 0], [0, 0, 1, 0]], [0.75, 0.25]),
-            "bob": ([[0, 0, 0, 1], [0, 1, 0, 0]], [0.5, 0.5])}
-USERS_V2 = {"alice": ([[0, 0, 0, 3], [0, 1, 0, 0]], [0.1, 0.9]),
-            "bob": ([[1, 0, 0, 0], [0, 0, 1, 0]], [0.5, 0.5])}
+# user -> (interests K x d, weights K, profile d or None: a row from before profiles existed)
+USERS_V1 = {"alice": ([[2, 0, 0, 0], [0, 0, 1, 0]], [0.75, 0.25], [0.5, 0, 0, -1]),
+            "bob": ([[0, 0, 0, 1], [0, 1, 0, 0]], [0.5, 0.5], None)}
+USERS_V2 = {"alice": ([[0, 0, 0, 3], [0, 1, 0, 0]], [0.1, 0.9], [0, 2, 0, 0.25]),
+            "bob": ([[1, 0, 0, 0], [0, 0, 1, 0]], [0.5, 0.5], [1, 1, 0, 0])}
 
 
-def user_table(users: dict, version: str, ts: datetime) -> pa.Table:
+def user_table(users: dict, version: str, ts: datetime, profile: bool = True) -> pa.Table:
+    """``profile=False``: a table written before the profile column existed."""
     ids = list(users)
+    extra = {"profile": pa.array([users[u][2] if len(users[u]) > 2 else None for u in ids],
+                                 type=pa.list_(pa.float32()))} if profile else {}
     return pa.table({
         "user_id": ids,
         "interests": pa.array([users[u][0] for u in ids], type=pa.list_(pa.list_(pa.float32()))),
         "weights": pa.array([users[u][1] for u in ids], type=pa.list_(pa.float32())),
+        **extra,
         "model_version": [version] * len(ids),
         "event_timestamp": pa.array([ts] * len(ids), type=pa.timestamp("us", tz="UTC")),
         "snapshot_date": pa.array([ts.date()] * len(ids), type=pa.date32())})
@@ -39,13 +43,14 @@ def item_table(items: dict, version: str, ts: datetime) -> pa.Table:
         "snapshot_date": pa.array([ts.date()] * len(ids), type=pa.date32())})
 
 
-def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1, item_ts=None) -> None:
-    """Append one snapshot of both gold tables (partitioned as `guim embed` writes them), with delta-rs."""
+def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1, item_ts=None, profile=True) -> None:
+    """Append one snapshot of both gold tables (partitioned as `guim embed` writes them), with delta-rs;
+    ``profile=False``: a user table as written before the profile column existed."""
     from deltalake import write_deltalake
 
     parts = ["model_version", "snapshot_date"]
     if users:
-        write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts), mode="append",
+        write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts, profile), mode="append",
                         partition_by=parts)
     if items:
         write_deltalake(cfg.table("item_embeddings"), item_table(items, version, item_ts or ts), mode="append",

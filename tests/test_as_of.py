@@ -90,14 +90,20 @@ def test_as_of_windows_cut_the_newest_events_before_each_time(spark):
     assert [(r.user_id, r.as_of, r.item_idx, r.behavior, r.gaps) for r in got] == [
         ("a", 25, [5, 6], [1, 1], [0, 3]),
         ("a", 45, [7, 8], [2, 1], [4, 5])]                         # 4 events before 45, the newest 2
+    assert [r.history for r in got] == [[5, 6], [5, 6, 7, 8]]      # every item before T, not only the window
+    again = spark.createDataFrame([("d", [9, 4, 9, 4, 3], [1] * 5, [0] * 5, [1, 2, 3, 4, 5], [])],
+                                  hist.schema)
+    assert as_of_windows(again, [10], max_len=2).first().history == [3, 4, 9]   # distinct, sorted
 
 
 def test_shape_users_nests_flat_interests_and_normalises(spark):
     from guim_features.export import shape_users
 
-    flat = spark.createDataFrame([("a", [3.0, 4.0, 0.0, 2.0, 0.0, 0.0], [0.25, 0.75], 7)],
-                                 "user_id string, interests array<float>, weights array<float>, as_of long")
+    flat = spark.createDataFrame([("a", [3.0, 4.0, 0.0, 2.0, 0.0, 0.0], [0.25, 0.75], [3.0, 0.0, 4.0], 7)],
+                                 "user_id string, interests array<float>, weights array<float>, "
+                                 "profile array<float>, as_of long")
     raw = shape_users(flat, K=2, d=3).first()
     assert raw.interests == [[3.0, 4.0, 0.0], [2.0, 0.0, 0.0]] and raw.weights == [0.25, 0.75] and raw.as_of == 7
     unit = shape_users(flat, K=2, d=3, normalize=True).first()
     assert unit.interests == [[pytest.approx(0.6), pytest.approx(0.8), 0.0], [1.0, 0.0, 0.0]]
+    assert raw.profile == unit.profile == [3.0, 0.0, 4.0]          # the profile is never normalised

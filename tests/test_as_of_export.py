@@ -79,11 +79,12 @@ def _gold_users(cfg, version, at=None) -> dict:
     t = t[t["model_version"] == version]
     if at is not None:
         t = t[t["event_timestamp"] == pd.Timestamp(at)]
-    return {r.user_id: (np.stack(r.interests), np.asarray(r.weights)) for r in t.itertuples()}
+    return {r.user_id: (np.stack(r.interests), np.asarray(r.weights), np.asarray(r.profile)) for r in t.itertuples()}
 
 
 def _by_hand(cfg, emb, rows, user, before):
-    """The model's vectors for ``user`` from the events this test wrote with ts < ``before``."""
+    """The model's vectors (interests, weights, profile) for ``user`` from the events this test wrote
+    with ts < ``before``."""
     index = DeltaTable(cfg.table("item_index")).to_pandas().set_index("item_id")["item_idx"]
     mine = sorted((r for r in rows if r[0] == user and r[3] < before), key=lambda r: r[3])
     ts = np.array([int(r[3].timestamp()) for r in mine])
@@ -95,7 +96,7 @@ def _by_hand(cfg, emb, rows, user, before):
     z, w = emb.encode_users([items], [beh], [gaps])
     if emb.config.get("normalize"):
         z = z / np.linalg.norm(z, axis=-1, keepdims=True)
-    return z[0], w[0]
+    return z[0], w[0], emb.user_vector([items])[0]
 
 
 def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
@@ -119,14 +120,15 @@ def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
     after = _gold_users(cfg, version, T)
     assert set(after) == set(before)
     for u in before:
-        assert np.array_equal(after[u][0], before[u][0]) and np.array_equal(after[u][1], before[u][1]), u
+        assert all(np.array_equal(a, b) for a, b in zip(after[u], before[u])), u
     # the export is what the model computes from the events before T (u0's event at exactly T excluded)
     from guim_features.embedder import load_embedder
 
     emb = load_embedder(f"models:/guim/{version}", tracking_uri=cfg.mlflow_uri)
     for u in ("u0", "u5"):
-        z, w = _by_hand(cfg, emb, rows, u, T)
+        z, w, p = _by_hand(cfg, emb, rows, u, T)
         assert np.allclose(before[u][0], z, atol=1e-5) and np.allclose(before[u][1], w, atol=1e-5)
+        assert before[u][2].shape == (8,) and np.allclose(before[u][2], p, atol=1e-5)   # d = 8
 
 
 def test_incremental_run_writes_only_changed_users(trained, spark):
@@ -164,7 +166,10 @@ def test_label_event_never_in_the_joined_snapshot(trained, spark, offline_store)
     emb = load_embedder(f"models:/guim/{version}", tracking_uri=cfg.mlflow_uri)
     for (u, item, _, ts), (_, row) in zip(labels, got.iterrows()):
         z = np.stack([row[f"user_interests__interest_{k}"] for k in range(emb.K)])
-        strict, _ = _by_hand(cfg, emb, rows, u, ts)                      # events before the label
-        leaky, _ = _by_hand(cfg, emb, rows, u, ts + timedelta(seconds=1))  # ... and the label itself
+        strict, _, p_strict = _by_hand(cfg, emb, rows, u, ts)                    # events before the label
+        leaky, _, p_leaky = _by_hand(cfg, emb, rows, u, ts + timedelta(seconds=1))  # ... and the label itself
         assert np.allclose(z, strict, atol=1e-5), (u, ts)
         assert not np.allclose(z, leaky, atol=1e-5), (u, ts)
+        assert np.allclose(row["user_interests__profile"], p_strict, atol=1e-5), (u, ts)
+        if not any(r[0] == u and r[1] == item and r[3] < ts for r in rows):      # a new item changes the profile
+            assert not np.allclose(row["user_interests__profile"], p_leaky, atol=1e-5), (u, ts)

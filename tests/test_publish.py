@@ -10,7 +10,7 @@ import pytest
 from gold import ITEMS, T1, T2, USERS_V1, USERS_V2, write_gold
 
 ALICE_FEATURES = ["user_interests:interest_0", "user_interests:interest_1", "user_interests:weights",
-                  "user_interests:model_version"]
+                  "user_interests:profile", "user_interests:model_version"]
 
 
 def _publish(cfg, version=None):
@@ -36,7 +36,8 @@ def published(tmp_path_factory):
 def test_repo_has_views_from_model_shape(published):
     cfg, store = published
     view = store.get_feature_view("user_interests")
-    assert [f.name for f in view.features] == ["interest_0", "interest_1", "weights", "model_version"]  # K = 2
+    assert [f.name for f in view.features] == ["interest_0", "interest_1", "weights", "profile",
+                                               "model_version"]  # K = 2
     assert [f.name for f in store.get_feature_view("item_embedding").features] == ["vector", "model_version"]
     service = store.get_feature_service("guim_embeddings_v1")
     assert {p.name for p in service.feature_view_projections} == {"user_interests", "item_embedding"}
@@ -51,6 +52,7 @@ def test_online_has_newest_snapshot(published):
     assert got["interest_0"] == [[0, 0, 0, 3], None]
     assert got["interest_1"] == [[0, 1, 0, 0], None]
     assert got["weights"][0] == pytest.approx([0.1, 0.9])
+    assert got["profile"] == [[0, 2, 0, 0.25], None]
     assert got["model_version"] == ["2", None]
     assert got["vector"] == [pytest.approx([0.6, 0.6, 0, 0]), [0, 0, 1, 0]]
 
@@ -71,6 +73,7 @@ def test_point_in_time_join(published):
     assert [None if pd.isna(v) else v for v in got["user_interests__model_version"]] == [None, "2", None, "2"]
     assert list(got["user_interests__interest_0"][1]) == [0, 0, 0, 3]
     assert list(got["user_interests__interest_1"][3]) == [0, 0, 1, 0]          # bob at exactly T2
+    assert list(got["user_interests__profile"][3]) == [1, 1, 0, 0]
     raw = store.get_historical_features(entity_df=entity_df, features=ALICE_FEATURES).to_df()
     assert set(raw["model_version"].dropna()) == {"2"}
 
@@ -130,6 +133,24 @@ def test_other_materialize_paths_read_back(tmp_path, path):
     got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "bob"}]).to_dict()
     assert got["interest_0"] == [[0, 0, 0, 1]] and got["interest_1"] == [[0, 1, 0, 0]]
     assert got["weights"] == [[0.5, 0.5]] and got["model_version"] == ["1"]
+    assert got["profile"] == [None]                                  # bob's row has no profile
+
+
+def test_gold_written_before_profiles_publishes_nulls(tmp_path):
+    """A user table without the profile column (exported by an older version) still publishes: the
+    profile reads as null online and in the point-in-time join, every other feature as written."""
+    from guim_features.config import load_config
+    from guim_features.features import training_set
+
+    cfg = load_config(tmp_path / "ws")
+    write_gold(cfg, USERS_V1, ITEMS, "1", T1, profile=False)
+    store = _publish(cfg)
+    got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "alice"}]).to_dict()
+    assert got["interest_0"] == [[2, 0, 0, 0]] and got["profile"] == [None]
+    joined = training_set(cfg, pd.DataFrame({"user_id": ["alice"], "event_timestamp": [pd.Timestamp(T2)]}),
+                          views=["user_interests"])
+    assert list(joined["user_interests__interest_0"][0]) == [2, 0, 0, 0]
+    assert joined["user_interests__profile"][0] is None or np.all(pd.isna(joined["user_interests__profile"][0]))
 
 
 def test_publish_older_version_and_missing_tables(tmp_path):

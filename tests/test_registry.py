@@ -151,7 +151,8 @@ def test_pyfunc_kinds_and_item_ids(registered):
     cfg, res = registered
     pf = _pyfunc(res)
     out = pf.predict(None, pd.DataFrame({"item_idx": [np.array([3, 4], np.int32)]}))   # behaviour/gaps optional
-    assert list(out.columns) == ["interests", "weights"] and len(out["interests"][0]) == 4 * 16
+    assert list(out.columns) == ["interests", "weights", "profile"] and len(out["interests"][0]) == 4 * 16
+    assert len(out["profile"][0]) == 16
     out = pf.predict(None, pd.DataFrame({"item_idx": [3, 10_000]}), params={"kind": "items"})   # unseen id
     assert list(out.columns) == ["vector"] and np.isfinite(np.stack(out["vector"])).all()
     with pytest.raises(MlflowException, match="kind"):
@@ -185,6 +186,28 @@ def test_pyfunc_takes_items_added_after_training_only_when_told_the_index_size(r
                                                    [np.array([0, 4]), np.array([0])])
     assert np.array_equal(np.stack(out["interests"]), interests.reshape(2, -1))
     assert np.array_equal(np.stack(out["weights"]), weights)
+
+
+def test_pyfunc_profile_folds_in_the_history_column(registered):
+    """profile = Embedder.user_vector of the ``history`` column (the whole history), else of the
+    sequence; a set of items: order and repeats do not change it, the window does not bound it."""
+    from mlflow.exceptions import MlflowException
+
+    _, res = registered
+    pf = _pyfunc(res)
+    out = pf.predict(None, pd.DataFrame({"item_idx": [[5, 6], [5, 6], [6, 5, 5]],
+                                         "history": [[3, 4, 5, 6], [6, 5, 4, 3, 3], [5, 6]]}))
+    p = np.stack(out["profile"])                                              # (3, 16)
+    assert np.array_equal(p[0], p[1])                                         # same items, other order
+    assert np.allclose(p[0], res.embedder.user_vector([np.array([3, 4, 5, 6])])[0], atol=1e-6)
+    assert np.allclose(p[2], res.embedder.user_vector([np.array([5, 6])])[0], atol=1e-6)
+    assert not np.allclose(p[0], p[2], atol=1e-3)                            # the older items count
+    no_history = pf.predict(None, pd.DataFrame({"item_idx": [[6, 5, 5]]}))
+    assert np.array_equal(np.stack(no_history["profile"])[0], p[2])         # the sequence's own items
+    with pytest.raises(MlflowException, match=r"history: row 0 has 99 at position 1; expected 2\.\.42"):
+        pf.predict(None, pd.DataFrame({"item_idx": [[5]], "history": [[5, 99]]}))
+    with pytest.raises(MlflowException, match="history: holds item_idx values"):
+        pf.predict(None, pd.DataFrame({"item_id": [["i5"]], "history": [[5]]}))
 
 
 GOOD = {"item_idx": [[3, 4], [5, 6, 7]], "behavior": [[1, 1], [1, 2, 9]], "gaps": [[0, 3], [0, 1, 31]]}

@@ -47,6 +47,8 @@ user_interests = FeatureView(
     schema=[Field(name=f"interest_{k}", dtype=Array(Float32), description=f"interest vector {k} ({D} floats)")
             for k in range(K)]
     + [Field(name="weights", dtype=Array(Float32), description=f"{K} mixture weights, sum 1"),
+       Field(name="profile", dtype=Array(Float32),
+             description=f"the user vector for downstream models ({D} floats, from the whole history)"),
        Field(name="model_version", dtype=String, description="registered model version that made the vectors")],
     source=_source("user_embeddings"),
     online=True,
