@@ -213,8 +213,7 @@ def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 
                           for v in (it, be, ga)]
                 seen = [np.unique(it[off[users[j]]:z[j - s]]) for j in range(s, s + len(a))]   # from the 1st event
                 h_off = np.concatenate([[0], np.cumsum([len(x) for x in seen])]).astype(np.int32)
-                history = pa.ListArray.from_arrays(pa.array(h_off), pa.array(
-                    np.concatenate(seen).astype(np.int64) if seen else np.zeros(0, np.int64)))
+                history = pa.ListArray.from_arrays(pa.array(h_off), pa.array(np.concatenate(seen).astype(np.int64)))
                 yield pa.RecordBatch.from_arrays(
                     [ids.take(pa.array(users[s:s + rows_per_batch], pa.int64())),
                      pa.array(stamps[s:s + rows_per_batch], pa.int64()), *window, history],
@@ -266,14 +265,10 @@ def encode_users(windows, udf, K: int, d: int, normalize: bool = False, profile:
     ``profile=False``: a UDF without the profile output (the column is then null)."""
     from pyspark.sql import functions as F
 
-    if profile:
-        out = windows.select("user_id", "as_of", udf(F.struct("item_idx", "behavior", "gaps", "history")).alias("m"))
-        flat = out.select("user_id", "m.interests", "m.weights", "m.profile", "as_of")
-    else:
-        out = windows.select("user_id", "as_of", udf(F.struct("item_idx", "behavior", "gaps")).alias("m"))
-        flat = out.select("user_id", "m.interests", "m.weights", F.lit(None).cast("array<float>").alias("profile"),
-                          "as_of")
-    return shape_users(flat, K, d, normalize)
+    inputs = ["item_idx", "behavior", "gaps"] + (["history"] if profile else [])
+    out = windows.select("user_id", "as_of", udf(F.struct(*inputs)).alias("m"))
+    p = F.col("m.profile") if profile else F.lit(None).cast("array<float>")
+    return shape_users(out.select("user_id", "m.interests", "m.weights", p.alias("profile"), "as_of"), K, d, normalize)
 
 
 def shape_users(flat, K: int, d: int, normalize: bool = False):

@@ -276,18 +276,8 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
 
     def _sequences(self, df, max_item_idx: int = 0) -> list:
         """Per-row item_idx arrays of a users frame, validated (or mapped from item_id)."""
-        from guim_features.schemas import UNK
-
-        n_items = int(self.embedder.model.args["n_items"])
         if "item_idx" in df.columns:
-            seqs = [_int_array(v, "item_idx", r) for r, v in enumerate(df["item_idx"])]
-            hi = max(n_items - 1, int(max_item_idx))
-            meaning = ("this model's items" + (f" and items added to the index since, from {n_items}"
-                                               if hi >= n_items else "")
-                       + "; 0 and 1 are reserved, 2 = unknown item; give raw ids as item_id to have them mapped")
-            for r, s in enumerate(seqs):
-                _in_range(s, "item_idx", r, UNK, hi, meaning)
-            return seqs
+            return self._item_idx_arrays(df, "item_idx", max_item_idx)
         rows = []
         for r, v in enumerate(df["item_id"]):
             if v is None or isinstance(v, str) or np.ndim(v) != 1:
@@ -296,9 +286,22 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
         flat = self._map_ids([x for ids in rows for x in ids])
         return np.split(flat, np.cumsum([len(ids) for ids in rows])[:-1]) if rows else []
 
-    def _users(self, df, max_item_idx: int = 0, batch_size: int = 0) -> pd.DataFrame:
+    def _item_idx_arrays(self, df, column: str, max_item_idx: int = 0) -> list:
+        """Per-row arrays of item_idx in ``column``, each checked against this model's catalogue
+        (and the items added to the index since, up to ``max_item_idx``)."""
         from guim_features.schemas import UNK
 
+        n_items = int(self.embedder.model.args["n_items"])
+        rows = [_int_array(v, column, r) for r, v in enumerate(df[column])]
+        hi = max(n_items - 1, int(max_item_idx))
+        meaning = ("this model's items" + (f" and items added to the index since, from {n_items}"
+                                           if hi >= n_items else "")
+                   + "; 0 and 1 are reserved, 2 = unknown item; give raw ids as item_id to have them mapped")
+        for r, s in enumerate(rows):
+            _in_range(s, column, r, UNK, hi, meaning)
+        return rows
+
+    def _users(self, df, max_item_idx: int = 0, batch_size: int = 0) -> pd.DataFrame:
         a = self.embedder.model.args
         seqs = self._sequences(df, max_item_idx)
         ids = "item_idx" if "item_idx" in df.columns else "item_id"
@@ -322,10 +325,7 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
             if ids != "item_idx":
                 raise _invalid("history: holds item_idx values, so it needs the sequence as item_idx too "
                                "(got item_id)")
-            history = [_int_array(v, "history", r) for r, v in enumerate(df["history"])]
-            for r, h in enumerate(history):
-                _in_range(h, "history", r, UNK, max(int(a["n_items"]) - 1, int(max_item_idx)),
-                          "item indices of the silver item_index; 0 and 1 are reserved, 2 = unknown item")
+            history = self._item_idx_arrays(df, "history", max_item_idx)
         return pd.DataFrame({"interests": list(interests.reshape(len(df), -1)), "weights": list(weights),
                              "profile": list(self.embedder.user_vector(history))})
 
