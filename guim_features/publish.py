@@ -156,13 +156,15 @@ def store_yaml(cfg) -> dict:
     return doc
 
 
-def spark_query(cfg, name: str, k: int, model_version: str) -> str:
+def spark_query(cfg, name: str, k: int, model_version: str, has_profile: bool = True) -> str:
     """Spark SQL over the gold Delta table, one model version (partition-pruned), with the K interests
-    as K columns (Feast lists are flat)."""
+    as K columns (Feast lists are flat). ``has_profile=False``: a user table exported before the
+    profile column existed; the query reads it as null, as the file store does."""
     where = "WHERE model_version = '" + str(model_version).replace("'", "") + "'"
     if name == "user_embeddings":
         cols = ", ".join(f"interests[{i}] AS interest_{i}" for i in range(k))
-        return (f"SELECT user_id, {cols}, weights, profile, model_version, event_timestamp "
+        profile = "profile" if has_profile else "CAST(NULL AS ARRAY<FLOAT>) AS profile"
+        return (f"SELECT user_id, {cols}, weights, {profile}, model_version, event_timestamp "
                 f"FROM delta.`{cfg.table(name)}` {where}")
     return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}` {where}"
 
@@ -212,7 +214,8 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
                                                   + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
     rows = {}
     if cfg.publish.offline_store == "spark":
-        sources = {n: spark_query(cfg, n, k, model_version) for n in ("user_embeddings", "item_embeddings")}
+        has_profile = "profile" in users.schema.names
+        sources = {n: spark_query(cfg, n, k, model_version, has_profile) for n in ("user_embeddings", "item_embeddings")}
     else:
         sources = {"user_embeddings": str(repo / "data" / "user_embeddings.parquet"),
                    "item_embeddings": str(repo / "data" / "item_embeddings.parquet")}

@@ -136,13 +136,17 @@ def test_other_materialize_paths_read_back(tmp_path, path):
     assert got["profile"] == [None]                                  # bob's row has no profile
 
 
-def test_gold_written_before_profiles_publishes_nulls(tmp_path):
-    """A user table without the profile column (exported by an older version) still publishes: the
-    profile reads as null online and in the point-in-time join, every other feature as written."""
+@pytest.mark.parametrize("offline_store", ["file", "spark"])
+def test_gold_written_before_profiles_publishes_nulls(tmp_path, request, offline_store):
+    """A user table without the profile column (exported by an older version) still publishes, on
+    either offline store: the profile reads as null online and in the point-in-time join, every
+    other feature as written."""
     from guim_features.config import load_config
     from guim_features.features import training_set
 
-    cfg = load_config(tmp_path / "ws")
+    if offline_store == "spark":
+        request.getfixturevalue("spark")      # the shared session, which Feast's Spark store reuses
+    cfg = load_config(tmp_path / "ws", [f"publish.offline_store={offline_store}"])
     write_gold(cfg, USERS_V1, ITEMS, "1", T1, profile=False)
     store = _publish(cfg)
     got = store.get_online_features(features=ALICE_FEATURES, entity_rows=[{"user_id": "alice"}]).to_dict()
