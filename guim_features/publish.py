@@ -215,7 +215,8 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
     rows = {}
     if cfg.publish.offline_store == "spark":
         has_profile = "profile" in users.schema.names
-        sources = {n: spark_query(cfg, n, k, model_version, has_profile) for n in ("user_embeddings", "item_embeddings")}
+        sources = {n: spark_query(cfg, n, k, model_version, has_profile)
+                   for n in ("user_embeddings", "item_embeddings")}
     else:
         sources = {"user_embeddings": str(repo / "data" / "user_embeddings.parquet"),
                    "item_embeddings": str(repo / "data" / "item_embeddings.parquet")}
