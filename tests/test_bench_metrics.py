@@ -625,3 +625,42 @@ def test_combine_pools_values_and_recomputes_the_interval():
     assert out["fit_seconds"]["m"] == pytest.approx((0 * 2 + 20 * 1) / 3)
     with pytest.raises(Exception, match="other data"):
         combine([rep(0, [0.1]), {**rep(1, [0.2]), "data": {"fingerprint": "other"}}], ["a", "b"])
+
+
+def test_combine_pools_the_finished_methods_of_stopped_runs(tmp_path, monkeypatch, capsys):
+    """Two one-seed runs stopped (Ctrl-C) while their slowest method was fitting: --combine over their
+    bench-partial.json files pools the methods they finished, as one run of both seeds would, and
+    names the unfinished method."""
+    from guim_features.downstream import baselines
+    from guim_features.downstream.baselines.simple import Popularity, RandomVectors
+    from guim_features.cli import main
+
+    class Slow(Boom):
+        name = "slow"
+
+        def embed(self, data, seed):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(BenchData, "load", classmethod(lambda cls, cfg: tiny()))
+    monkeypatch.setattr(baselines, "methods_by_name",
+                        lambda: {"random": RandomVectors, "popularity": Popularity, "slow": Slow})
+    load_config(tmp_path)
+    base = ["bench", "--workspace", str(tmp_path), "--set", "bench.tasks=[similar_items]", "--set",
+            "bench.item_scope=all", "--set", "bench.neighbours=2", "--set", "bench.log_mlflow=false"]
+    partial = tmp_path / "reports" / "bench-partial.json"
+    stopped = []
+    for seed in (0, 1):
+        assert main(base + ["--set", "bench.methods=[random,popularity,slow]", "--seeds", "1",
+                            "--first-seed", str(seed)]) != 0
+        stopped.append(tmp_path / f"stopped-{seed}.json")
+        partial.rename(stopped[-1])
+    assert main(base + ["--set", "bench.methods=[random,popularity]", "--seeds", "2"]) == 0
+    whole = json.loads(sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1].read_text())
+    capsys.readouterr()
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", *map(str, stopped)]) == 0
+    pooled = json.loads(sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1].read_text())
+    assert pooled["methods"] == ["random", "popularity"] and pooled["seeds"] == 2
+    for m in ("random", "popularity"):
+        assert pooled["results"][m] == whole["results"][m]
+    assert pooled["skipped_methods"] == {"slow": "unfinished: the run was stopped before it"}
+    assert "method `slow` skipped: unfinished" in capsys.readouterr().out

@@ -99,17 +99,48 @@ def chart(report: dict, path: Path) -> None:
 
 
 def read_report(path) -> dict:
-    """A report's bench.json, from its folder or the file itself; GuimError when there is none."""
+    """A report's bench.json, from its folder or the file itself, or the report of an unfinished
+    run's bench-partial.json (:func:`from_partial`); GuimError when there is none."""
     from ..errors import GuimError
 
     f = Path(path)
     f = f / "bench.json" if f.is_dir() else f
     if not f.is_file():
-        raise GuimError(f"--combine: no bench report at {path} (expected a bench-* folder or its bench.json)")
+        raise GuimError(f"--combine: no bench report at {path} (expected a bench-* folder, its bench.json or "
+                        "the bench-partial.json of an unfinished run)")
     try:
-        return json.loads(f.read_text())
+        report = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise GuimError(f"--combine: {f} is not a bench report ({e})") from None
+    return from_partial(report) if "scores" in report and "results" not in report else report
+
+
+def from_partial(partial: dict) -> dict:
+    """A report of the method runs an unfinished process completed (its ``bench-partial.json``):
+    each method that finished every one of the run's seeds, the others named as unfinished. So
+    the finished methods of runs stopped before their slowest method can still be pooled with
+    ``--combine``."""
+    from .metrics import spread
+    from .tasks import headline, load
+
+    settings = partial["settings"]
+    seeds, done = settings["seeds"], partial.get("fit_seconds", {})
+    finished = [m for m in settings["bench"]["methods"] if len(done.get(m, [])) == seeds]
+    # a deterministic method (one run whatever the seeds) has one value per metric
+    finished += [m for m in partial["scores"] if m not in finished and len(done.get(m, [])) == 1
+                 and all(len(v) == 1 for ms in partial["scores"][m].values() for v in ms.values())]
+    tasks = [t for t in settings["bench"]["tasks"] if any(t in partial["scores"].get(m, {}) for m in finished)]
+    results = {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in partial["scores"][m].items()}
+               for m in finished}
+    heads = {t: headline(load(t), {k: None for m in finished for k in partial["scores"][m].get(t, {})})
+             for t in tasks}
+    unfinished = [m for m in settings["bench"]["methods"] if m not in finished]
+    return {"methods": finished, "seeds": seeds, "first_seed": settings.get("first_seed", 0), "tasks": tasks,
+            "results": results, "headline": heads, "skipped_tasks": partial.get("task_skips", {}),
+            "failed_methods": {}, "skipped_methods": {m: "unfinished: the run was stopped before it" for m in unfinished},
+            "fit_seconds": {m: sum(done[m]) / len(done[m]) for m in finished},
+            "data": {"fingerprint": settings["data"]}, "settings": settings,
+            "machine": "an unfinished run (bench-partial.json)"}
 
 
 def combine(reports: list, names: list) -> dict:
