@@ -137,7 +137,8 @@ def from_partial(partial: dict) -> dict:
     unfinished = [m for m in settings["bench"]["methods"] if m not in finished]
     return {"methods": finished, "seeds": seeds, "first_seed": settings.get("first_seed", 0), "tasks": tasks,
             "results": results, "headline": heads, "skipped_tasks": partial.get("task_skips", {}),
-            "failed_methods": {}, "skipped_methods": {m: "unfinished: the run was stopped before it" for m in unfinished},
+            "failed_methods": {},
+            "skipped_methods": {m: "unfinished: the run was stopped before it" for m in unfinished},
             "fit_seconds": {m: sum(done[m]) / len(done[m]) for m in finished},
             "data": {"fingerprint": settings["data"]}, "settings": settings,
             "machine": "an unfinished run (bench-partial.json)"}
