@@ -93,7 +93,7 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="exit 0 even if a method fails (the report still names it and the reason)")
         p.add_argument("--resume", action="store_true",
                        help="go on with the unfinished (stopped or failed) run of the same settings: its "
-                       "finished method runs are kept, the rest run (<reports>/bench-partial.json)")
+                       "finished method runs are kept, the rest run (<reports>/bench-partial[-seedF].json)")
     elif name == "promote":
         p.add_argument("--dry-run", action="store_true", dest="dry_run", help="decide and print, move nothing")
 

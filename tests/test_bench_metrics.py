@@ -628,9 +628,9 @@ def test_combine_pools_values_and_recomputes_the_interval():
 
 
 def test_combine_pools_the_finished_methods_of_stopped_runs(tmp_path, monkeypatch, capsys):
-    """Two one-seed runs stopped (Ctrl-C) while their slowest method was fitting: --combine over their
-    bench-partial.json files pools the methods they finished, as one run of both seeds would, and
-    names the unfinished method."""
+    """Two one-seed runs of one workspace stopped (Ctrl-C) while their slowest method was fitting
+    leave a partial file each; --combine over them pools the methods they finished, as one run of
+    both seeds would, and names the unfinished method."""
     from guim_features.downstream import baselines
     from guim_features.downstream.baselines.simple import Popularity, RandomVectors
     from guim_features.cli import main
@@ -647,15 +647,13 @@ def test_combine_pools_the_finished_methods_of_stopped_runs(tmp_path, monkeypatc
     load_config(tmp_path)
     base = ["bench", "--workspace", str(tmp_path), "--set", "bench.tasks=[similar_items]", "--set",
             "bench.item_scope=all", "--set", "bench.neighbours=2", "--set", "bench.log_mlflow=false"]
-    partial = tmp_path / "reports" / "bench-partial.json"
-    stopped = []
-    for seed in (0, 1):
-        assert main(base + ["--set", "bench.methods=[random,popularity,slow]", "--seeds", "1",
-                            "--first-seed", str(seed)]) != 0
-        stopped.append(tmp_path / f"stopped-{seed}.json")
-        partial.rename(stopped[-1])
     assert main(base + ["--set", "bench.methods=[random,popularity]", "--seeds", "2"]) == 0
     whole = json.loads(sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1].read_text())
+    for seed in (0, 1):    # one workspace: each run keeps its own partial file
+        assert main(base + ["--set", "bench.methods=[random,popularity,slow]", "--seeds", "1",
+                            "--first-seed", str(seed)]) != 0
+    stopped = [tmp_path / "reports" / "bench-partial.json", tmp_path / "reports" / "bench-partial-seed1.json"]
+    assert all(p.exists() for p in stopped)
     capsys.readouterr()
     assert main(["bench", "--workspace", str(tmp_path), "--combine", *map(str, stopped)]) == 0
     pooled = json.loads(sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1].read_text())

@@ -205,7 +205,7 @@ def run(cfg, args) -> int:
     data = BenchData.load(cfg)
     print(f"bench: {data.n_users} users, {data.n_items} item indices, {len(data.warm_items)} warm items",
           file=sys.stderr)
-    partial = Path(cfg.resolve(cfg.paths.reports)) / "bench-partial.json"
+    partial = partial_path(cfg, first_seed)
     settings = run_settings(cfg, data, seeds, model_uri, first_seed)
     earlier = resumable(partial, settings) if getattr(args, "resume", False) else None
     report = run_suite(cfg, data, make_methods(cfg, model_uri), seeds,
@@ -265,6 +265,15 @@ def settings_diff(a: dict, b: dict, name_a: str, name_b: str, ignore=()) -> list
     fa, fb = flat(a), flat(b)
     return [f"{k}: {fa.get(k)!r} {name_a}, {fb.get(k)!r} {name_b}" for k in dict.fromkeys([*fa, *fb])
             if k not in ignore and fa.get(k) != fb.get(k)]
+
+
+def partial_path(cfg, first_seed: int = 0) -> Path:
+    """Where a run keeps its finished method runs until it ends: ``<reports>/bench-partial.json``,
+    or ``bench-partial-seedF.json`` for a run starting at seed F > 0, so that runs of one workspace
+    split by ``--first-seed`` and run side by side never overwrite each other's (and ``--resume``
+    finds its own)."""
+    name = "bench-partial.json" if not first_seed else f"bench-partial-seed{first_seed}.json"
+    return Path(cfg.resolve(cfg.paths.reports)) / name
 
 
 def resumable(partial: Path, settings: dict) -> dict:
