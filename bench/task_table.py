@@ -7,8 +7,8 @@ A report is a bench-* folder or its bench.json (a `guim bench --combine` report 
 ``REPORT=LABEL`` adds `` (LABEL)`` to the names of that report's methods, so that one method run
 in two reports under other settings (say item2vec with the defaults and with settings chosen on
 the data set's valid split) gets two rows. The best mean of each column is in bold and ≈ marks a
-row whose interval overlaps the best one's (guim_features.downstream.metrics.level), as in the
-report's own table.
+row whose interval overlaps the best one's, as in the report's own table
+(guim_features.downstream.report.marked_cells).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 
 
 def rows_of(reports: list, task: str) -> list:
-    """[(name, {metric: result}, fit seconds, seeds)] for every method with results on ``task``."""
+    """[(name, {metric: result}, fit seconds)] for every method with results on ``task``."""
     from guim_features.downstream.report import read_report
 
     out = []
@@ -27,29 +27,21 @@ def rows_of(reports: list, task: str) -> list:
             res = report["results"].get(m, {}).get(task)
             if res:
                 name = f"{m} ({label})" if label else m
-                out.append((name, res, report.get("fit_seconds", {}).get(m, 0.0), report["seeds"]))
+                out.append((name, res, report.get("fit_seconds", {}).get(m, 0.0)))
     return out
 
 
 def table(rows: list, metrics: list) -> str:
-    from guim_features.downstream.metrics import level
+    from guim_features.downstream.report import marked_cells
 
     def cell(r):
         return f"{r['mean']:.4f}" if len(r["values"]) < 2 else f"{r['mean']:.4f} ± {r['ci95']:.4f}"
 
+    marked = {k: marked_cells({name: res[k] for name, res, _ in rows if k in res}, cell) for k in metrics}
     lines = ["| method | " + " | ".join(metrics) + " | fit s per seed |",
              "| --- |" + " ---: |" * (len(metrics) + 1)]
-    best = {k: max((r[k] for _, r, _, _ in rows if k in r), key=lambda v: v["mean"]) for k in metrics}
-    for name, res, fit, _ in rows:
-        cells = []
-        for k in metrics:
-            if k not in res:
-                cells.append("–")
-            elif res[k]["mean"] == best[k]["mean"]:
-                cells.append("**" + cell(res[k]) + "**")
-            else:
-                cells.append(cell(res[k]) + (" ≈" if level(res[k], best[k]) else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fit:.0f} |")
+    for name, _, fit in rows:
+        lines.append(f"| {name} | " + " | ".join(marked[k].get(name, "–") for k in metrics) + f" | {fit:.0f} |")
     return "\n".join(lines)
 
 

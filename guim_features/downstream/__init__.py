@@ -82,7 +82,6 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
     not run; :class:`.baselines.Unavailable` goes to ``skipped_methods`` instead) and the suite
     goes on with the next method."""
     from .baselines import Unavailable
-    from .metrics import spread
     from .tasks import NAMES, headline, load
 
     tasks = [load(t) for t in cfg.bench.tasks]  # unknown task names fail before any training
@@ -144,17 +143,27 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
             log(f"bench: [{done}/{total}] {m.name} seed {seed}: fit {fit:.1f}s, "
                 + ", ".join(f"{t}.{headline(load(t), s)}={s[headline(load(t), s)]:.4f}" for t, s in scores.items())
                 + f" | {_clock(elapsed)} elapsed, about {_clock(elapsed / ran * (total - done))} left")
-    headlines = {}
-    for t in cfg.bench.tasks:
-        metrics = {k: None for m in runs for k in runs[m].get(t, {})}
-        if metrics:
-            headlines[t] = headline(load(t), metrics)
+    results, headlines = summarise(runs, cfg.bench.tasks)
     return {"methods": [m.name for m in methods if m.name in runs], "seeds": seeds, "first_seed": first_seed,
-            "tasks": [t for t in NAMES if t in cfg.bench.tasks],
-            "results": {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()},
+            "tasks": [t for t in NAMES if t in cfg.bench.tasks], "results": results,
             "headline": headlines, "skipped_tasks": task_skips, "failed_methods": failed,
             "skipped_methods": unavailable,
             "fit_seconds": {m: float(np.mean(v)) for m, v in seconds.items()}}
+
+
+def summarise(runs: dict, tasks: list) -> tuple[dict, dict]:
+    """Per-seed scores (method -> task -> metric -> [value per seed]) -> the report's results (each
+    list as its :func:`~.metrics.spread`) and each task's headline metric among those scored."""
+    from .metrics import spread
+    from .tasks import headline, load
+
+    results = {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in r.items()} for m, r in runs.items()}
+    headlines = {}
+    for t in tasks:
+        metrics = {k: None for m in runs for k in runs[m].get(t, {})}
+        if metrics:
+            headlines[t] = headline(load(t), metrics)
+    return results, headlines
 
 
 def _clock(seconds: float) -> str:

@@ -19,12 +19,22 @@ def _cell(r: dict) -> str:
     return f"{r['mean']:.4f} ± {r['ci95']:.4f} (sd {r['std']:.4f})"
 
 
+def marked_cells(vals: dict, cell=_cell) -> dict:
+    """{name: result} of one metric -> {name: cell text}: the best mean in bold, ``≈`` after every
+    other result whose interval overlaps the best one's; no marks when every mean is the same (a fact
+    of the data, not a ranking)."""
+    from .metrics import level
+
+    best = max(vals.values(), key=lambda v: v["mean"])
+    ranked = len({v["mean"] for v in vals.values()}) > 1
+    return {m: "**" + cell(v) + "**" if ranked and v["mean"] == best["mean"]
+            else cell(v) + (" ≈" if ranked and level(v, best) else "") for m, v in vals.items()}
+
+
 def markdown(report: dict) -> str:
     """The tasks x methods table: mean ± half-width of the 95 % t-interval (sd = sample std,
     ddof 1) over seeds; the best mean of each row in bold, and ``≈`` on every other cell whose
     interval overlaps the best one's (level with it: not beaten); headline metrics marked *."""
-    from .metrics import level
-
     methods, res, seeds = report["methods"], report["results"], report["seeds"]
     lines = ["| task | metric | " + " | ".join(methods) + " |", "| --- | --- |" + " --- |" * len(methods)]
     for task in report["tasks"]:
@@ -33,17 +43,8 @@ def markdown(report: dict) -> str:
             continue
         metrics = list(dict.fromkeys(k for m in methods for k in res[m].get(task, {})))
         for k in metrics:
-            vals = {m: res[m][task][k] for m in methods if k in res[m].get(task, {})}
-            best = max(vals.values(), key=lambda v: v["mean"])
-            ranked = len({v["mean"] for v in vals.values()}) > 1   # a fact of the data (same for all): no marks
-            cells = []
-            for m in methods:
-                if m not in vals:
-                    cells.append("–")
-                elif ranked and vals[m]["mean"] == best["mean"]:
-                    cells.append("**" + _cell(vals[m]) + "**")
-                else:
-                    cells.append(_cell(vals[m]) + (" ≈" if ranked and level(vals[m], best) else ""))
+            marked = marked_cells({m: res[m][task][k] for m in methods if k in res[m].get(task, {})})
+            cells = [marked.get(m, "–") for m in methods]
             star = " *" if report["headline"].get(task) == k else ""
             lines.append(f"| {task} | {k}{star} | " + " | ".join(cells) + " |")
     fit = report.get("fit_seconds", {})
@@ -120,8 +121,7 @@ def from_partial(partial: dict) -> dict:
     each method that finished every one of the run's seeds, the others named as unfinished. So
     the finished methods of runs stopped before their slowest method can still be pooled with
     ``--combine``."""
-    from .metrics import spread
-    from .tasks import headline, load
+    from . import summarise
 
     settings = partial["settings"]
     seeds, done = settings["seeds"], partial.get("fit_seconds", {})
@@ -129,11 +129,8 @@ def from_partial(partial: dict) -> dict:
     # a deterministic method (one run whatever the seeds) has one value per metric
     finished += [m for m in partial["scores"] if m not in finished and len(done.get(m, [])) == 1
                  and all(len(v) == 1 for ms in partial["scores"][m].values() for v in ms.values())]
-    tasks = [t for t in settings["bench"]["tasks"] if any(t in partial["scores"].get(m, {}) for m in finished)]
-    results = {m: {t: {k: spread(v) for k, v in ms.items()} for t, ms in partial["scores"][m].items()}
-               for m in finished}
-    heads = {t: headline(load(t), {k: None for m in finished for k in partial["scores"][m].get(t, {})})
-             for t in tasks}
+    results, heads = summarise({m: partial["scores"][m] for m in finished}, settings["bench"]["tasks"])
+    tasks = list(heads)
     unfinished = [m for m in settings["bench"]["methods"] if m not in finished]
     return {"methods": finished, "seeds": seeds, "first_seed": settings.get("first_seed", 0), "tasks": tasks,
             "results": results, "headline": heads, "skipped_tasks": partial.get("task_skips", {}),
