@@ -142,6 +142,8 @@ class TrainConfig:
     layers: int = opt(2, "Transformer layers of the user encoder")
     heads: int = opt(2, "Attention heads per layer (d must be divisible by it)")
     dropout: float = opt(0.2, "Dropout on embeddings, attention and feed-forward layers")
+    interest_dropout: float = opt(-1.0, "Dropout on the K interest vectors' read-out, the last layer before "
+                                        "the score (-1 = train.dropout)")
     max_len: int = opt(50, "Behaviours the encoder sees; longer training histories are cut into windows")
     id_buckets: int = opt(1024, "Hashed id buckets for items unseen in training (learned through id_dropout)")
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")

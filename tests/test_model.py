@@ -523,3 +523,25 @@ def test_left_positions_give_a_training_state_the_encoding_it_has_at_inference()
                           atol=1e-5)
     with pytest.raises(GuimError, match="train.positions='middle' is not one of right, left"):
         make(positions="middle")
+
+
+def test_interest_dropout_is_the_readouts_own_and_defaults_to_dropout():
+    """The interests' read-out takes ``interest_dropout`` (-1 = ``dropout``), the encoder ``dropout``:
+    with the encoder's (and id dropout) at 0 and the read-out's at 0, two training passes give the same
+    interests; with the read-out's at 0.5 they differ; an old model's arguments (no key) keep ``dropout``."""
+    x = seqs()
+
+    def two_passes(**kw):
+        m = make(K=4, id_dropout=0.0, **kw).train()
+        return m.encode_users(*x)[0], m.encode_users(*x)[0]
+
+    a, b = two_passes(dropout=0.0, interest_dropout=0.0)
+    assert torch.equal(a, b)
+    a, b = two_passes(dropout=0.0, interest_dropout=0.5)
+    assert not torch.allclose(a, b)
+    assert make(dropout=0.3).mixture.drop.p == 0.3                   # -1: the encoder's dropout
+    assert make(dropout=0.3, interest_dropout=0.0).mixture.drop.p == 0.0
+    old = {k: v for k, v in make(dropout=0.3).args.items() if k != "interest_dropout"}
+    assert GUIM(old).mixture.drop.p == 0.3
+    with pytest.raises(GuimError, match="interest_dropout"):
+        make(interest_dropout=1.0)

@@ -55,7 +55,7 @@ from ..schemas import FIRST_ITEM_INDEX, MASK
 from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
-HYPER = ("d", "K", "layers", "heads", "dropout", "max_len", "positions", "id_buckets", "id_dropout",
+HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
          "interest_residual", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
          "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
          "mlm_weight", "mask_prob", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
@@ -81,6 +81,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("cl_temperature", 0.2)
     a.setdefault("cl_positive", "dropout")
     a.setdefault("positions", "right")       # saved before positions were selectable
+    a.setdefault("interest_dropout", -1.0)   # saved before it was separate: the interests took `dropout`
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -91,6 +92,8 @@ def check_args(a: dict) -> dict:
     for k in ("diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight"):
         if a[k] < 0:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
+    if not (a["interest_dropout"] == -1 or 0 <= a["interest_dropout"] < 1):
+        raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
     if a["cl_temperature"] <= 0:
         raise GuimError(f"train.cl_temperature={a['cl_temperature']}: expected a positive number")
     if a["cl_weight"] > 0 and a["next_weight"] <= 0:
@@ -295,7 +298,8 @@ class GUIM(nn.Module):
         self.in_norm, self.drop = nn.LayerNorm(d), nn.Dropout(a["dropout"])
         self.blocks = nn.ModuleList(Block(d, a["heads"], a["dropout"]) for _ in range(a["layers"]))
         self.out_norm = nn.LayerNorm(d)
-        self.mixture = InterestMixture(d, a["K"], a["dropout"], a["interest_residual"])
+        p_int = a["dropout"] if a["interest_dropout"] < 0 else a["interest_dropout"]
+        self.mixture = InterestMixture(d, a["K"], p_int, a["interest_residual"])
         self.log_tau = nn.Parameter(torch.tensor(math.log(a["temperature"])),
                                     requires_grad=bool(a["learn_temperature"]))
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
