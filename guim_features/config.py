@@ -153,6 +153,9 @@ class TrainConfig:
                                          "LayerNorm(state + its own read-out)): next_item a fifth higher on Amazon "
                                          "Sports, but the K interests share the state and K = 4 loses its lead over "
                                          "K = 1 on multi_interest_retrieval)")
+    state_interests: int = opt(0, "How many of the K interests carry the last position's state (the first ones, "
+                                  "each = LayerNorm(state + its own read-out)); the others stay free to read "
+                                  "other parts of the history (0 = none; train.interest_residual = all K)")
     diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
                                        "(ComiRec-SA): pushes the interests onto different events")
     routing_weight: float = opt(100.0, "Weight of the routing regulariser (REMI): the squared variances of each "

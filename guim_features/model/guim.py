@@ -8,9 +8,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
 - User encoder: Transformer over item (from the item tower, shared with the output side),
   behaviour, time-gap and position embeddings.
 - Mixture of representation: K learned interest queries (each shifted by the position's own
-  state) attend over the encoded sequence; interest k = LayerNorm(W_o attn_k) (+ h_t with
-  ``interest_residual``: the K interests then collapse onto h_t); the K weights are a softmax of a
-  learned gate over the interests.
+  state) attend over the encoded sequence; interest k = LayerNorm(W_o attn_k), + h_t for the first
+  ``state_interests`` of them (all K with ``interest_residual``: the K interests then collapse onto
+  h_t); the K weights are a softmax of a learned gate over the interests.
 - Score (``score``): ``lse`` = tau log sum_k w_k exp(cos(u_k, v) / tau), a w-weighted mixture of the
   K interests' softmax kernels at the training temperature; ``max`` = max_k cos(u_k, v). Training
   uses the same score (``train_score=exact``) or, with ``route``, only the interest nearest the
@@ -56,7 +56,7 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
-         "interest_residual", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
+         "interest_residual", "state_interests", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
          "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
          "mlm_weight", "mask_prob", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
@@ -82,6 +82,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("cl_positive", "dropout")
     a.setdefault("positions", "right")       # saved before positions were selectable
     a.setdefault("interest_dropout", -1.0)   # saved before it was separate: the interests took `dropout`
+    a.setdefault("state_interests", 0)       # saved before it: no interest carried the state on its own
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -94,6 +95,11 @@ def check_args(a: dict) -> dict:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
     if not (a["interest_dropout"] == -1 or 0 <= a["interest_dropout"] < 1):
         raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
+    if not 0 <= a["state_interests"] <= a["K"]:
+        raise GuimError(f"train.state_interests={a['state_interests']}: expected 0 to train.K ({a['K']})")
+    if a["interest_residual"] and a["state_interests"] not in (0, a["K"]):
+        raise GuimError(f"train.interest_residual=true puts the state in all {a['K']} interests; "
+                        f"train.state_interests={a['state_interests']} asks for fewer: set one of the two")
     if a["cl_temperature"] <= 0:
         raise GuimError(f"train.cl_temperature={a['cl_temperature']}: expected a positive number")
     if a["cl_weight"] > 0 and a["next_weight"] <= 0:
@@ -252,9 +258,11 @@ class Block(nn.Module):
 class InterestMixture(nn.Module):
     """K interest queries attend over the encoded sequence -> K vectors and K softmax weights."""
 
-    def __init__(self, d: int, K: int, p: float, residual: bool):
+    def __init__(self, d: int, K: int, p: float, n_state: int):
         super().__init__()
-        self.residual = residual
+        # 1 for the first n_state interests, which add the query row's own state before the norm
+        self.register_buffer("state_mask", (torch.arange(K) < n_state).float()[:, None], persistent=False)
+        self.n_state = n_state
         self.queries = nn.Parameter(torch.randn(K, d))     # (K, d); unit scale so the K maps start apart
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.gate = nn.Linear(d, 1)
@@ -281,7 +289,9 @@ class InterestMixture(nn.Module):
             reg["routing"] = routing_penalty(att, allowed)                   # (B, T)
         o = torch.bmm(att.view(B, T * K, -1), self.v(h)).view(B, T, K, d)      # (B, T, K, d)
         interests = self.drop(self.o(o))                                       # (B, T, K, d)
-        interests = self.norm(interests + hq[:, :, None] if self.residual else interests)
+        if self.n_state:
+            interests = interests + hq[:, :, None] * self.state_mask                # (B, T, K, d)
+        interests = self.norm(interests)
         weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
         return interests, weights, reg
 
@@ -299,7 +309,7 @@ class GUIM(nn.Module):
         self.blocks = nn.ModuleList(Block(d, a["heads"], a["dropout"]) for _ in range(a["layers"]))
         self.out_norm = nn.LayerNorm(d)
         p_int = a["dropout"] if a["interest_dropout"] < 0 else a["interest_dropout"]
-        self.mixture = InterestMixture(d, a["K"], p_int, a["interest_residual"])
+        self.mixture = InterestMixture(d, a["K"], p_int, a["K"] if a["interest_residual"] else a["state_interests"])
         self.log_tau = nn.Parameter(torch.tensor(math.log(a["temperature"])),
                                     requires_grad=bool(a["learn_temperature"]))
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
