@@ -97,9 +97,6 @@ def check_args(a: dict) -> dict:
         raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
     if not 0 <= a["state_interests"] <= a["K"]:
         raise GuimError(f"train.state_interests={a['state_interests']}: expected 0 to train.K ({a['K']})")
-    if a["interest_residual"] and a["state_interests"] not in (0, a["K"]):
-        raise GuimError(f"train.interest_residual=true puts the state in all {a['K']} interests; "
-                        f"train.state_interests={a['state_interests']} asks for fewer: set one of the two")
     if a["cl_temperature"] <= 0:
         raise GuimError(f"train.cl_temperature={a['cl_temperature']}: expected a positive number")
     if a["cl_weight"] > 0 and a["next_weight"] <= 0:
