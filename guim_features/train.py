@@ -153,6 +153,37 @@ def optimizers(model, tc) -> list:
     return opts + ([torch.optim.SparseAdam(sparse, lr=tc.lr)] if sparse else [])
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters (Polyak averaging): after each optimiser
+    step ``avg = decay * avg + (1 - decay) * w``; the first update copies ``w``. Validation, the
+    best-epoch choice and the saved model then read the average, which smooths the last steps'
+    noise. Buffers are not averaged (they are the model's constants: feature bank, counts)."""
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        self.decay, self.n = decay, 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            w = 0.0 if self.n == 0 else self.decay
+            for a, p in zip(self.module.parameters(), model.parameters()):
+                a.mul_(w).add_(p.detach(), alpha=1.0 - w)
+        self.n += 1
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.n = state["n"]
+
+
 def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, mlflow_log: bool = True,
                 register: bool = True, progress: bool = True, resume: bool = False,
                 on_epoch_end=None, exclude_users: frozenset = frozenset()) -> TrainResult:
@@ -214,8 +245,13 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
     history, best, best_state, bad, start, run_id = [], -1.0, None, 0, 0, None
+    if not 0.0 <= tc.weight_average < 1.0:
+        raise GuimError(f"train.weight_average={tc.weight_average}: the decay must be in [0, 1) (0 = off)")
+    avg = WeightAverage(model, tc.weight_average) if tc.weight_average > 0 else None
     if state is not None:
         model.load_state_dict(state["model"])
+        if avg is not None and state.get("weight_average"):
+            avg.load_state_dict(state["weight_average"])
         for o, s in zip(opts, state["opt"]):
             o.load_state_dict(s)
         for o, s in zip(scheds, state["sched"]):
@@ -259,6 +295,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             for o, s in zip(opts, scheds):
                 o.step()
                 s.step()
+            if avg is not None:
+                avg.update(model)
             step, seen = step + 1, seen + len(b["items"])
             losses.append(loss_value)
             rate = seen * world / max(time.time() - t0, 1e-9)
@@ -269,15 +307,16 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                              **{f"train_{k}": v for k, v in parts.items()}}, step)
         bar.close()
         secs = time.time() - t0
+        scored = model if avg is None else avg.module     # the weights validated, kept and saved
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs, "steps": len(losses),
                "positions_per_s": positions * world / max(secs, 1e-9),
-               **evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed,
+               **evaluate(scored, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed,
                           skip)}
         history.append(rec)
         if rec["valid_ndcg@20"] > best:
             best, bad = rec["valid_ndcg@20"], 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
         else:
             bad += 1
         if progress and rank == 0:
@@ -292,7 +331,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             _save_checkpoint(last, {"model": model.state_dict(), "opt": [o.state_dict() for o in opts],
                                     "sched": [s.state_dict() for s in scheds], "epoch": epoch + 1, "history": history,
                                     "best": best, "best_state": best_state, "bad": bad, "run_id": run_id,
-                                    "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state()})
+                                    "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state(),
+                                    "weight_average": avg.state_dict() if avg is not None else None})
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
         if bad >= tc.patience:

@@ -282,3 +282,43 @@ def test_checkpoints_written_at_once_by_several_runs_never_fail_or_leave_temp_fi
     state = torch.load(path, weights_only=False)                  # whole: one run's last write
     assert state["run"] in range(4) and torch.equal(state["w"], torch.full((1000,), float(state["run"])))
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_weight_average_is_the_running_mean_and_is_what_gets_validated_and_kept(tmp_path):
+    """WeightAverage by hand: decay 0.5 over the iterates 1, 3, 6 -> 1, 2, 4. In training (the
+    15-step epochs of the test above) the first epoch's best weights are the average after 15
+    updates, not the last step's weights, and a decay outside [0, 1) is refused."""
+    import torch
+    from silver import write_silver
+
+    from guim_features.errors import GuimError
+    from guim_features.train import WeightAverage, train_model
+
+    m = torch.nn.Linear(1, 1, bias=False)
+    avg = WeightAverage(m, 0.5)
+    for w, want in ((1.0, 1.0), (3.0, 2.0), (6.0, 4.0)):
+        with torch.no_grad():
+            m.weight.fill_(w)
+        avg.update(m)
+        assert avg.module.weight.item() == want and m.weight.item() == w
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=40, items=30, events=12)
+    cfg = load_config(tmp_path / "ws")
+    small = {"d": 16, "layers": 1, "heads": 1, "K": 2, "max_len": 4, "batch_size": 8, "warmup_steps": 1,
+             "epochs": 2, "weight_average": 0.9}
+
+    class Stop(RuntimeError):
+        pass
+
+    def stop(epoch, rec):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_model(cfg, overrides=small, mlflow_log=False, register=False, progress=False, on_epoch_end=stop)
+    state = torch.load(tmp_path / "ws" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["weight_average"]["n"] == 15
+    kept, averaged, last = state["best_state"], state["weight_average"]["module"], state["model"]
+    assert all(torch.equal(kept[k], averaged[k]) for k in kept)
+    assert any(not torch.equal(kept[k], last[k]) for k in kept if kept[k].is_floating_point())
+    with pytest.raises(GuimError, match="train.weight_average=1.0"):
+        train_model(cfg, overrides={**small, "weight_average": 1.0}, mlflow_log=False, progress=False)
