@@ -208,7 +208,8 @@ class TrainConfig:
     warmup_steps: int = opt(50, "Linear warm-up steps, then cosine decay to lr/10 at the last epoch")
     weight_average: float = opt(0.0, "Decay of an exponential moving average of the weights (e.g. 0.999: about "
                                      "the last 1,000 steps); validation, early stopping and the saved model use "
-                                     "the average (0 = off: the weights of the last step)")
+                                     "the average (0 = off: the weights of the last step; Amazon Sports, 0.999, 3 seeds: "
+                                     "level with off)")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0 = off)")
     eval_batch_size: int = opt(512, "Users per batch during valid/test full ranking")
     valid_users: int = opt(10000, "Per-epoch validation ranks a fixed random subset of this many users (0 = all); "
