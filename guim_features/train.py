@@ -60,6 +60,8 @@ def _train_config(cfg, seed, overrides):
     for key in ("max_steps", "final_eval_users", "valid_users"):
         if getattr(tc, key) < 0:
             raise GuimError(f"train.{key}={getattr(tc, key)}: expected 0 (no limit) or a positive number")
+    if not 0.0 <= tc.weight_average < 1.0:
+        raise GuimError(f"train.weight_average={tc.weight_average}: the decay must be in [0, 1) (0 = off)")
     return tc
 
 
@@ -170,10 +172,9 @@ class WeightAverage:
     def update(self, model) -> None:
         import torch
 
-        with torch.no_grad():
-            w = 0.0 if self.n == 0 else self.decay
-            for a, p in zip(self.module.parameters(), model.parameters()):
-                a.mul_(w).add_(p.detach(), alpha=1.0 - w)
+        with torch.no_grad():   # one fused lerp over every parameter: avg += (1 - decay) * (w - avg)
+            torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()],
+                                 1.0 if self.n == 0 else 1.0 - self.decay)
         self.n += 1
 
     def state_dict(self) -> dict:
@@ -245,8 +246,6 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
     history, best, best_state, bad, start, run_id = [], -1.0, None, 0, 0, None
-    if not 0.0 <= tc.weight_average < 1.0:
-        raise GuimError(f"train.weight_average={tc.weight_average}: the decay must be in [0, 1) (0 = off)")
     avg = WeightAverage(model, tc.weight_average) if tc.weight_average > 0 else None
     if state is not None:
         model.load_state_dict(state["model"])
