@@ -10,7 +10,7 @@ from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
 from guim_features.model.guim import (BANK_SLOTS, SameTargetBank, contrastive_loss, hard_negative_logits,
-                                     routing_penalty)
+                                     routing_penalty, seen_mask)
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -571,3 +571,59 @@ def test_state_interests_carry_the_last_state_the_others_only_their_read_out(n_s
     assert GUIM(old).mixture.n_state == 0                             # saved before the option: none
     with pytest.raises(GuimError, match="state_interests=4: expected 0 to train.K"):
         make(K=3, state_interests=4)
+
+
+def test_seen_mask_by_hand():
+    ids = torch.tensor([3, 5, 7, 9])                              # the candidates' item indices, sorted
+    seen = torch.tensor([[0, 5, 9], [7, 7, 0], [3, 4, 0]])        # 0 = no item; 4 is not a candidate
+    labels = torch.tensor([1, 2, 0])                              # positives 5, 7 and 3: all seen before
+    expect = [[False, False, False, True],                        # 9 dropped, the positive 5 kept
+              [False, False, False, False],                       # only the positive was seen
+              [False, False, False, False]]
+    assert seen_mask(seen, ids, labels).tolist() == expect
+
+
+@pytest.mark.parametrize("negatives", ["all", "sampled"])
+def test_exclude_seen_drops_a_states_own_history_from_its_negatives(negatives):
+    items = torch.tensor([[0, 0, 7, 9, 7, 11, 13, 9, 15, 17, 19],
+                          [5, 6, 8, 5, 10, 12, 6, 14, 16, 18, 20]])
+    batch = {"items": items, "behavior": (items > 0).long(), "gaps": torch.zeros_like(items)}
+    plain = make(negatives=negatives, num_negatives=8, routing_weight=0.0)
+    excl = make(negatives=negatives, num_negatives=8, routing_weight=0.0, exclude_seen=True)
+    excl.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    base, _ = plain.loss(batch)
+    torch.manual_seed(1)                                          # the same sampled negatives
+    loss, _ = excl.loss(batch)
+    assert loss.item() < base.item()                              # fewer negatives, every row has some seen
+    if negatives == "all":                                        # by hand: full softmax minus the history
+        inp, tgt = items[:, :-1], items[:, 1:]
+        h, valid = plain.encode(inp, batch["behavior"][:, :-1], batch["gaps"][:, :-1], causal=True)
+        L = inp.shape[1]
+        allowed = (valid[:, None, :] & torch.tril(torch.ones(L, L, dtype=torch.bool))[None]) | torch.eye(L, dtype=torch.bool)
+        interests, weights, _ = plain.mixture(h, allowed)
+        terms = []
+        for b in range(2):
+            for t in range(L):
+                if not valid[b, t]:
+                    continue
+                lg = plain.logits(interests[b, t][None], weights[b, t][None], plain.catalogue())[0]  # items 3..52
+                y = int(tgt[b, t])
+                drop = {int(i) for i in inp[b, :t + 1] if int(i) > 0} - {y}
+                keep = [j for j in range(3, 53) if j not in drop]
+                terms.append(-(lg[y - 3] - torch.logsumexp(lg[[j - 3 for j in keep]], 0)))
+        assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+
+
+def test_input_noise_swaps_inputs_only_while_training():
+    items = torch.randint(3, 53, (4, 11), generator=torch.Generator().manual_seed(2))
+    batch = {"items": items, "behavior": torch.ones_like(items), "gaps": torch.zeros_like(items)}
+    kw = dict(negatives="all", dropout=0.0, id_dropout=0.0, routing_weight=0.0)
+    plain, noisy = make(**kw), make(input_noise=0.5, **kw)
+    noisy.load_state_dict(plain.state_dict())
+    ref = plain.loss(batch)[0].item()
+    assert noisy.loss(batch)[0].item() == ref                     # evaluation reads the real items
+    assert plain.train().loss(batch)[0].item() == pytest.approx(ref)   # no dropout: training = evaluation
+    assert noisy.train().loss(batch)[0].item() != pytest.approx(ref)   # half the inputs read as others
+    with pytest.raises(GuimError, match="input_noise"):
+        make(input_noise=1.0)

@@ -58,7 +58,7 @@ from .towers import ITEM_FIELDS, ItemTower
 HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
          "interest_residual", "state_interests", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
          "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
-         "mlm_weight", "mask_prob", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
+         "mlm_weight", "mask_prob", "exclude_seen", "input_noise", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
 CHOICES = {"cl_positive": ("dropout", "same_target"), "positions": ("right", "left"), "score": ("max", "lse"),
@@ -83,6 +83,8 @@ def check_args(a: dict) -> dict:
     a.setdefault("positions", "right")       # saved before positions were selectable
     a.setdefault("interest_dropout", -1.0)   # saved before it was separate: the interests took `dropout`
     a.setdefault("state_interests", 0)       # saved before it: no interest carried the state on its own
+    a.setdefault("exclude_seen", False)      # saved before it: earlier items were negatives like any other
+    a.setdefault("input_noise", 0.0)
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -95,6 +97,8 @@ def check_args(a: dict) -> dict:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
     if not (a["interest_dropout"] == -1 or 0 <= a["interest_dropout"] < 1):
         raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
+    if not 0 <= a["input_noise"] < 1:
+        raise GuimError(f"train.input_noise={a['input_noise']}: expected 0 <= p < 1")
     if not 0 <= a["state_interests"] <= a["K"]:
         raise GuimError(f"train.state_interests={a['state_interests']}: expected 0 to train.K ({a['K']})")
     if a["cl_temperature"] <= 0:
@@ -135,6 +139,23 @@ def corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, labels: torch.T
     out = logits - log_pi[None]
     out[rows, labels] = logits[rows, labels]
     return out
+
+
+def seen_mask(seen: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(P, N) True where candidate n (item index ids[n], ids sorted) is among row p's already-seen
+    items seen[p] (P, S; 0 = no item), except at the row's own positive, column labels[p].
+
+    Evaluation ranks the catalogue without the user's earlier items, so a training state that
+    scores its own history high costs nothing there; kept as negatives, they push the state away
+    from the items it has just read (and from their neighbours)."""
+    P, N = len(labels), len(ids)
+    col = torch.searchsorted(ids, seen).clamp_max(N - 1)                     # (P, S)
+    hit = (ids[col] == seen) & (seen >= FIRST_ITEM_INDEX)
+    rows = torch.arange(P, device=labels.device)
+    mask = torch.zeros(P, N, dtype=torch.bool, device=labels.device)
+    mask[rows[:, None].expand_as(col)[hit], col[hit]] = True
+    mask[rows, labels] = False
+    return mask
 
 
 def hard_negative_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -358,7 +379,11 @@ class GUIM(nn.Module):
             cache["all"] = cache["table"][FIRST_ITEM_INDEX:]
         if a["next_weight"] > 0:
             beh, gaps = batch["behavior"][:, :-1], batch["gaps"][:, :-1]
-            h, valid = self.encode(inp, beh, gaps, causal=True, table=cache.get("table"))
+            x = inp
+            if self.training and a["input_noise"] > 0:   # SSE: some inputs read as a random item
+                swap = (torch.rand(inp.shape, device=inp.device) < a["input_noise"]) & (inp >= FIRST_ITEM_INDEX)
+                x = torch.where(swap, torch.randint_like(inp, FIRST_ITEM_INDEX, a["n_items"]), inp)
+            h, valid = self.encode(x, beh, gaps, causal=True, table=cache.get("table"))
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
@@ -367,7 +392,10 @@ class GUIM(nn.Module):
             interests, weights, reg = self.mixture(h, allowed, penalty="overlap" in regs,
                                                    routing="routing" in regs)   # (B, L, K, d), (B, L, K)
             pos = valid & (tgt > 0)                                             # (B, L)
-            parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache)
+            seen = None
+            if a["exclude_seen"]:   # row (b, t) has seen inp[b, :t+1]: (B, L, L) -> (P, L), 0 = nothing
+                seen = (inp[:, None, :] * causal[None]).expand(-1, L, -1)[pos]
+            parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache, seen=seen)
             total = total + a["next_weight"] * parts["next"]
             for k, w in regs.items():
                 parts[k] = reg[k][pos].mean()
@@ -476,12 +504,13 @@ class GUIM(nn.Module):
         return self.out_norm(x), valid
 
     def _candidates(self, y: torch.Tensor, cache: dict):
-        """Candidate items for targets y (P,): (vectors (N, d), labels (P,), log-Q (N,))."""
+        """Candidate items for targets y (P,): (vectors (N, d), labels (P,), log-Q (N,) or None,
+        the candidates' item indices (N,), sorted)."""
         a, V, dev = self.args, self.args["n_items"], y.device
         if self._full_catalogue():
             if "all" not in cache:
                 cache["all"] = self.catalogue()                                 # (V - 3, d)
-            return cache["all"], y - FIRST_ITEM_INDEX, None
+            return cache["all"], y - FIRST_ITEM_INDEX, None, torch.arange(FIRST_ITEM_INDEX, V, device=dev)
         if self._pop_cdf is None or self._pop_cdf.device != dev:   # once: O(V); per step: O(M log V)
             self._pop_cdf = torch.cumsum(self.item_pop[FIRST_ITEM_INDEX:].double(), 0)   # (V - 3,)
         cdf, M = self._pop_cdf, a["num_negatives"]
@@ -496,15 +525,17 @@ class GUIM(nn.Module):
         p_tgt = (self.item_pop[cand] / total).float()                           # (N,)
         q = p_tgt if a["sampler"] == "popularity" else torch.full_like(p_tgt, 1.0 / (V - FIRST_ITEM_INDEX))
         log_pi = inclusion_log_prob(p_tgt, q, y.numel() - 1, M)
-        return self.tower.embed_idx(cand), torch.searchsorted(cand, y), log_pi
+        return self.tower.embed_idx(cand), torch.searchsorted(cand, y), log_pi, cand
 
     def _full_catalogue(self) -> bool:
         a = self.args
         return a["negatives"] == "all" or (a["negatives"] == "auto" and a["n_items"] <= a["full_catalogue_max"])
 
-    def _infonce(self, interests, weights, y, cache) -> torch.Tensor:
-        """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar."""
-        vecs, labels, logq = self._candidates(y, cache)
+    def _infonce(self, interests, weights, y, cache, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """InfoNCE of P targets: interests (P, K, d), weights (P, K), targets (P,) -> scalar.
+        ``seen`` (P, S): item indices each row has already seen (0 = none); they are dropped from
+        the row's negatives (its own target stays the positive)."""
+        vecs, labels, logq, ids = self._candidates(y, cache)
         aux = 0.0
         route = self.args["train_score"] == "route"
         # route, or exact max (whose weights get no gradient from the score): the weights learn to
@@ -522,6 +553,8 @@ class GUIM(nn.Module):
         logits = self.logits(interests, weights, vecs).float()                  # (P, N)
         if logq is not None:
             logits = corrected_logits(logits, logq, labels)
+        if seen is not None:
+            logits = logits.masked_fill(seen_mask(seen, ids, labels), float("-inf"))
         if self.args["hard_negative_beta"] > 0:
             logits = hard_negative_logits(logits, labels, self.args["hard_negative_beta"])
         return F.cross_entropy(logits, labels) + aux
