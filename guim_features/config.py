@@ -192,10 +192,11 @@ class TrainConfig:
     mask_prob: float = opt(0.2, "Masked-item prediction: fraction of positions selected for prediction")
     exclude_seen: bool = opt(False, "Next-item InfoNCE: a training state's earlier items in its window are "
                                     "not its negatives (its own target stays the positive), as evaluation "
-                                    "ranks without the user's earlier items")
+                                    "ranks without the user's earlier items; Amazon Sports, 2 seeds: learns faster, "
+                                    "ends level)")
     input_noise: float = opt(0.0, "Next-item training: probability that an input event's item is read as a "
                                   "uniformly random item, its target kept (stochastic shared embeddings, "
-                                  "Wu et al. 2019; 0 = off)")
+                                  "Wu et al. 2019; 0 = off; Amazon Sports, 0.1: level)")
     negatives: str = opt("auto", "InfoNCE candidates: auto (all items when the catalogue <= full_catalogue_max, "
                                  "else sampled) | all | sampled (in-batch targets + num_negatives, corrected by "
                                  "their inclusion probability; cost independent of the vocabulary)")
