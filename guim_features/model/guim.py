@@ -32,7 +32,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
 - Loss: InfoNCE. Candidates are the whole catalogue when it is small (``negatives=all``/``auto``)
   or the batch's targets plus ``num_negatives`` shared sampled negatives, each negative corrected
   by its inclusion probability (``inclusion_log_prob``), so the cost does not grow with the
-  vocabulary.
+  vocabulary. Options, off by default (level on Amazon Sports): ``exclude_seen`` drops a state's own
+  earlier items from its negatives (as evaluation drops them from the ranking); ``input_noise``
+  reads input events as random items (stochastic shared embeddings, Wu et al. 2019).
 
 NOTE (departs from the paper): the same Transformer runs with *causal* attention for the
 next-item objective and for user embeddings (so every position is a training target without
@@ -84,7 +86,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("interest_dropout", -1.0)   # saved before it was separate: the interests took `dropout`
     a.setdefault("state_interests", 0)       # saved before it: no interest carried the state on its own
     a.setdefault("exclude_seen", False)      # saved before it: earlier items were negatives like any other
-    a.setdefault("input_noise", 0.0)
+    a.setdefault("input_noise", 0.0)         # saved before it: inputs read as they are
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -394,7 +396,7 @@ class GUIM(nn.Module):
             pos = valid & (tgt > 0)                                             # (B, L)
             seen = None
             if a["exclude_seen"]:   # row (b, t) has seen inp[b, :t+1]: (B, L, L) -> (P, L), 0 = nothing
-                seen = (inp[:, None, :] * causal[None]).expand(-1, L, -1)[pos]
+                seen = (inp[:, None, :] * causal[None])[pos]
             parts["next"] = self._infonce(interests[pos], weights[pos], tgt[pos], cache, seen=seen)
             total = total + a["next_weight"] * parts["next"]
             for k, w in regs.items():
