@@ -447,7 +447,7 @@ def test_contrastive_regulariser_is_a_training_term_that_reaches_the_encoder():
         torch.manual_seed(1)                                      # the same dropout masks for the first pass
         loss, parts = m.loss(batch)
         loss.backward()
-        grads[w] = (float(loss), parts, m.blocks[0].ln1.weight.grad.clone())
+        grads[w] = (loss.item(), parts, m.blocks[0].ln1.weight.grad.clone())
     assert set(grads[0.0][1]) == {"next"} and set(grads[0.5][1]) == {"next", "cl"}
     assert grads[0.5][1]["next"] == pytest.approx(grads[0.0][1]["next"], rel=1e-6)
     assert grads[0.5][0] == pytest.approx(grads[0.0][0] + 0.5 * grads[0.5][1]["cl"], rel=1e-5)
