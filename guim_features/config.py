@@ -205,6 +205,13 @@ class TrainConfig:
                                         "the catalogue: sampled costs less at equal quality, bench/train.py)")
     num_negatives: int = opt(1024, "negatives=sampled: negatives drawn per step, shared by the batch")
     sampler: str = opt("uniform", "negatives=sampled: uniform | popularity (both log-Q corrected)")
+    profile_steps: int = opt(1000, "Steps of the profile head, trained after the sequence model on every user's "
+                                   "distinct training items (Mult-DAE's objective, batches of 64): the whole-history "
+                                   "user vector a downstream model joins (Embedder.user_vector, the `profile` feature). "
+                                   "0 = no head: the vector is the ALS fold-in over GUIM's item vectors. ML-100K "
+                                   "user_profile: level with ALS, above the fold-in")
+    profile_keep: float = opt(0.5, "Profile head training: share of a user's items it reads (the rest it must "
+                                   "predict too)")
     windows: str = opt("all", "Training windows per user: all (every max_len chunk of the history) | last")
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = opt(128, "Training windows per step")

@@ -234,6 +234,16 @@ def item_counts(cfg, n_items: int, skip_users: frozenset = frozenset()) -> np.nd
     return counts
 
 
+def train_item_sets(cfg, n_items: int, skip_users: frozenset = frozenset()) -> list:
+    """Every user's distinct training item_idx (the TRAIN part; items outside ``[FIRST_ITEM_INDEX,
+    n_items)`` dropped), one sorted int64 array per user: what the profile head is trained on."""
+    out = []
+    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
+        it = row["item_idx"][row["split"] == TRAIN]
+        out.append(np.unique(it[(it >= FIRST_ITEM_INDEX) & (it < n_items)]).astype(np.int64))
+    return out
+
+
 def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0,
                  skip_users: frozenset = frozenset()) -> Iterator[dict]:
     """Full-ranking evaluation batches: inputs (B, W <= L) left-padded, target (B,), seen (list of arrays).

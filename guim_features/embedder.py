@@ -85,9 +85,19 @@ class Embedder:
 
     def user_vector(self, item_idx: list) -> np.ndarray:
         """Per-user 1-D int arrays of item_idx (the user's WHOLE history) -> (B, d) float32: the
-        fixed-length vector a downstream model joins, :func:`fold_in` over the catalogue's vectors
-        (item_idx outside the training catalogue are skipped). Unlike ``encode_users`` it reads
-        every event, not the last ``max_len``."""
+        fixed-length vector a downstream model joins. The model's profile head over the user's
+        distinct items (``train.profile_steps`` > 0, guim_features/model/profile.py), else
+        :meth:`fold_in`; item_idx outside the training catalogue are skipped. Unlike
+        ``encode_users`` it reads every event, not the last ``max_len``."""
+        if getattr(self.model, "profile", None) is None:
+            return self.fold_in(item_idx)
+        v = int(self.model.args["n_items"])
+        return self.model.profile.encode([np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)])
+                                          for s in map(np.asarray, item_idx)])
+
+    def fold_in(self, item_idx: list) -> np.ndarray:
+        """:func:`fold_in` of each user's distinct items over this model's catalogue -> (B, d) float32:
+        the user vector of a model without a profile head, and the benchmark's comparison for one with it."""
         if self._fold_in is None:                         # the catalogue and its Gram matrix, once
             self._fold_in = FoldIn(self.catalogue())
         v = len(self._fold_in.y)

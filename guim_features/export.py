@@ -1,8 +1,8 @@
 """``guim embed``: point-in-time (as-of) snapshots of user mixtures and item vectors in gold.
 
 A snapshot of user ``u`` as of instant ``T`` is the model's mixture computed from ``u``'s
-events with ``ts < T`` only (the newest ``max_len`` of them), and the ``profile`` vector (the
-fold-in of every item ``u`` touched before ``T``; ``Embedder.user_vector``), stamped
+events with ``ts < T`` only (the newest ``max_len`` of them), and the ``profile`` vector (of every
+item ``u`` touched before ``T``; ``Embedder.user_vector``), stamped
 ``event_timestamp = T``.
 Feast's point-in-time join then gives a label at time ``t`` the newest snapshot with
 ``T <= t``: it never sees the label's own event or anything after it.

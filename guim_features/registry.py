@@ -226,7 +226,7 @@ class GuimPyfunc(mlflow.pyfunc.PythonModel):
     -> vector (d).
 
     ``profile`` is ``Embedder.user_vector``: the fixed-length vector a downstream model should join
-    (the fold-in over the catalogue of every item the user touched). It reads the optional
+    (the profile head over every item the user touched; the fold-in for a model without one). It reads the optional
     ``history`` column (item_idx arrays, the user's whole history, any order, repeats allowed) when
     given, else the items of the sequence itself; items outside the training catalogue are skipped.
 

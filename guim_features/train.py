@@ -146,6 +146,8 @@ def optimizers(model, tc) -> list:
 
     sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     skip = {id(p) for p in sparse}
+    if getattr(model, "profile", None) is not None:    # the profile head is trained on its own, afterwards
+        skip |= {id(p) for p in model.profile.parameters()}
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "emb" not in n
              and "bag" not in n and "queries" not in n]
     skip |= {id(p) for p in decay}
@@ -195,9 +197,10 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     from tqdm.auto import tqdm
 
     from . import registry
-    from .data import ItemBank, TrainStream, count_windows, item_counts, table_versions
+    from .data import ItemBank, TrainStream, count_windows, item_counts, table_versions, train_item_sets
     from .embedder import CHECKPOINT, Embedder
     from .model import GUIM, model_args
+    from .model.profile import fit_profile
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     tc = _train_config(cfg, seed, overrides)
@@ -337,6 +340,15 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         if bad >= tc.patience:
             break
     model.load_state_dict(best_state)
+    if model.profile is not None and rank == 0:
+        t0 = time.time()
+        sets = train_item_sets(cfg, bank.n_items, skip)
+        losses = fit_profile(model.profile, sets, tc.profile_steps, tc.profile_keep, num_negatives=tc.num_negatives,
+                             seed=tc.seed, progress=progress)
+        if progress:
+            print(f"profile head: {len(losses)} steps over {sum(len(x) > 0 for x in sets)} users' training items, "
+                  f"loss {np.mean(losses[:50]):.3f} -> {np.mean(losses[-50:]):.3f} ({time.time() - t0:.1f}s)",
+                  file=sys.stderr)
     n_final = tc.final_eval_users            # 0: every user; else a fixed subset, the same for model and popularity
     # the best epoch's validation already ranked these users (same count, same seed) with these weights
     full_valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}

@@ -388,7 +388,7 @@ def test_user_vector_fold_in_by_hand():
 def test_embedder_user_vector_reads_the_whole_history():
     from guim_features.embedder import Embedder, fold_in
 
-    emb = Embedder(make(K=2))                                    # d = 16, max_len = 10, catalogue 3..52
+    emb = Embedder(make(K=2, profile_steps=0))                   # d = 16, max_len = 10, catalogue 3..52; no head
     long = np.arange(3, 28)                                      # 25 events: more than max_len
     v = emb.user_vector([long, np.array([7, 7, 60])])            # a repeat and an item outside the catalogue
     assert v.shape == (2, 16)
@@ -396,6 +396,48 @@ def test_embedder_user_vector_reads_the_whole_history():
     assert v[0] == pytest.approx(fold_in(table, [long])[0], abs=1e-6)          # all 25 events, not the last 10
     assert v[0] != pytest.approx(fold_in(table, [long[-10:]])[0], abs=1e-3)
     assert v[1] == pytest.approx(fold_in(table, [np.array([7])])[0], abs=1e-6)  # 7 once; 60 skipped
+
+
+def test_profile_head_learns_which_items_go_together():
+    """Two planted groups of users, each buying from its own half of the catalogue: after training,
+    every user's vector is closer (cosine) to its own group's mean vector than to the other's, and a
+    user is encoded from the set of its items (order does not matter; no items is allowed)."""
+    from guim_features.model.profile import ProfileHead, fit_profile
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    halves = (np.arange(3, 23), np.arange(23, 43))                   # catalogue 3..42
+    group = np.arange(120) % 2
+    sets = [np.unique(rng.choice(halves[g], 5, replace=False)) for g in group]
+    head = ProfileHead(43, 8)
+    losses = fit_profile(head, sets, steps=300, keep=0.5, seed=0)
+    assert len(losses) == 300 and np.mean(losses[-20:]) < np.mean(losses[:20])
+    v = head.encode(sets)
+    assert np.array_equal(head.encode([sets[7]])[0], v[7])          # alone or among 120: the same bits
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    means = np.stack([v[group == g].mean(0) for g in (0, 1)])      # (2, 8)
+    nearest = (v @ means.T).argmax(1)
+    assert (nearest == group).all()
+    a = head.encode([np.array([3, 9, 15]), np.array([15, 3, 9]), np.array([], dtype=np.int64)])
+    assert a.shape == (3, 8) and np.allclose(a[0], a[1], atol=1e-6) and np.isfinite(a[2]).all()
+
+
+def test_embedder_user_vector_uses_the_profile_head_when_the_model_has_one():
+    from guim_features.embedder import Embedder
+
+    with_head, without = make(K=2, profile_steps=10), make(K=2, profile_steps=0)
+    assert with_head.profile is not None and without.profile is None
+    # the head is initialised from a forked random stream: the sequence model starts the same either way
+    assert all(torch.equal(p, q) for (n, p), q in zip(with_head.named_parameters(), without.parameters())
+               if not n.startswith("profile."))
+    emb = Embedder(with_head)
+    hist = [np.array([5, 9, 9, 60]), np.array([9, 5])]          # 60 is outside the catalogue; a repeat
+    v = emb.user_vector(hist)
+    expect = with_head.profile.encode([np.array([5, 9]), np.array([5, 9])])
+    assert v.shape == (2, 16) and np.allclose(v, expect, atol=1e-6)
+    assert not np.allclose(v[0], emb.fold_in(hist)[0], atol=1e-3)   # not the fold-in
+    with pytest.raises(GuimError, match="profile_keep"):
+        make(profile_keep=0.0)
 
 
 def test_hard_negative_logits_by_hand():

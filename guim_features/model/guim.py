@@ -35,6 +35,8 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   vocabulary. Options, off by default (level on Amazon Sports): ``exclude_seen`` drops a state's own
   earlier items from its negatives (as evaluation drops them from the ranking); ``input_noise``
   reads input events as random items (stochastic shared embeddings, Wu et al. 2019).
+- Profile head (``profile_steps`` > 0, :mod:`.profile`): a set model over the user's whole history,
+  trained after the sequence model, whose output is the fixed-length ``Embedder.user_vector``.
 
 NOTE (departs from the paper): the same Transformer runs with *causal* attention for the
 next-item objective and for user embeddings (so every position is a training target without
@@ -54,13 +56,15 @@ import torch.nn.functional as F
 
 from ..errors import GuimError
 from ..schemas import FIRST_ITEM_INDEX, MASK
+from .profile import ProfileHead
 from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
          "interest_residual", "state_interests", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
          "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
-         "mlm_weight", "mask_prob", "exclude_seen", "input_noise", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields")
+         "mlm_weight", "mask_prob", "exclude_seen", "input_noise", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields",
+         "profile_steps", "profile_keep")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
          "n_behaviors", "gap_buckets")
 CHOICES = {"cl_positive": ("dropout", "same_target"), "positions": ("right", "left"), "score": ("max", "lse"),
@@ -87,6 +91,8 @@ def check_args(a: dict) -> dict:
     a.setdefault("state_interests", 0)       # saved before it: no interest carried the state on its own
     a.setdefault("exclude_seen", False)      # saved before it: earlier items were negatives like any other
     a.setdefault("input_noise", 0.0)         # saved before it: inputs read as they are
+    a.setdefault("profile_steps", 0)         # saved before it: no profile head (user_vector = the fold-in)
+    a.setdefault("profile_keep", 0.5)
     unknown = sorted(set(a) - set(HYPER) - set(SIZES))
     missing = sorted((set(HYPER) | set(SIZES)) - set(a))
     if unknown or missing:
@@ -101,6 +107,9 @@ def check_args(a: dict) -> dict:
         raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
     if not 0 <= a["input_noise"] < 1:
         raise GuimError(f"train.input_noise={a['input_noise']}: expected 0 <= p < 1")
+    if a["profile_steps"] < 0 or not 0 < a["profile_keep"] <= 1:
+        raise GuimError(f"train.profile_steps={a['profile_steps']}, train.profile_keep={a['profile_keep']}: "
+                        f"expected steps >= 0 (0 = no profile head) and 0 < keep <= 1")
     if not 0 <= a["state_interests"] <= a["K"]:
         raise GuimError(f"train.state_interests={a['state_interests']}: expected 0 to train.K ({a['K']})")
     if a["cl_temperature"] <= 0:
@@ -337,6 +346,12 @@ class GUIM(nn.Module):
         self._bank = None                                                       # SameTargetBank (cl_positive)
         for m in (self.beh_emb, self.gap_emb, self.pos_emb):
             nn.init.normal_(m.weight, std=0.02)
+        # the whole-history user vector, trained after the sequence model (train.profile_steps; None: the
+        # fold-in). Initialised from a forked RNG, so the sequence model's initial weights are the same with it
+        self.profile = None
+        if a["profile_steps"] > 0:
+            with torch.random.fork_rng(devices=[]):
+                self.profile = ProfileHead(a["n_items"], d)
 
     # -- the interface --------------------------------------------------------------------
     def encode_items(self, features: dict) -> torch.Tensor:
