@@ -84,24 +84,30 @@ class Embedder:
         return out_i, out_w
 
     def user_vector(self, item_idx: list) -> np.ndarray:
-        """Per-user 1-D int arrays of item_idx (the user's WHOLE history) -> (B, d) float32: the
-        fixed-length vector a downstream model joins. The model's profile head over the user's
-        distinct items (``train.profile_steps`` > 0, guim_features/model/profile.py), else
-        :meth:`fold_in`; item_idx outside the training catalogue are skipped. Unlike
-        ``encode_users`` it reads every event, not the last ``max_len``."""
+        """Per-user 1-D int arrays of item_idx (the user's WHOLE history) -> (B, p) float32: the
+        fixed-length vector a downstream model joins, over the user's distinct items (item_idx outside
+        the training catalogue skipped; unlike ``encode_users`` every event counts, not the last
+        ``max_len``). With a profile head (``train.profile_steps`` > 0, guim_features/model/profile.py):
+        p = 2d, the head's vector then :meth:`fold_in`'s; without one: p = d, the fold-in alone. The
+        head carries the history's co-occurrence, the fold-in GUIM's own item geometry; which of the
+        two a probe needs depends on the data (guim_features/downstream/README.md, "User vector")."""
+        sets = self._distinct(item_idx)
         if getattr(self.model, "profile", None) is None:
-            return self.fold_in(item_idx)
-        v = int(self.model.args["n_items"])
-        return self.model.profile.encode([np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)])
-                                          for s in map(np.asarray, item_idx)])
+            return self._folded(sets)
+        return np.concatenate([self.model.profile.encode(sets), self._folded(sets)], 1)
 
     def fold_in(self, item_idx: list) -> np.ndarray:
-        """:func:`fold_in` of each user's distinct items over this model's catalogue -> (B, d) float32:
-        the user vector of a model without a profile head, and the benchmark's comparison for one with it."""
+        """:func:`fold_in` of each user's distinct items over this model's catalogue -> (B, d) float32."""
+        return self._folded(self._distinct(item_idx))
+
+    def _distinct(self, item_idx: list) -> list:
+        v = int(self.model.args["n_items"])
+        return [np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)]) for s in map(np.asarray, item_idx)]
+
+    def _folded(self, sets: list) -> np.ndarray:
         if self._fold_in is None:                         # the catalogue and its Gram matrix, once
             self._fold_in = FoldIn(self.catalogue())
-        v = len(self._fold_in.y)
-        return self._fold_in([np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)]) for s in map(np.asarray, item_idx)])
+        return self._fold_in(sets)
 
     def encode_items(self, item_features, batch_size: int = 4096) -> np.ndarray:
         """Rows in the item_features schema (pandas DataFrame) -> (N, d) float32."""

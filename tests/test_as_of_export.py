@@ -128,7 +128,7 @@ def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
     for u in ("u0", "u5"):
         z, w, p = _by_hand(cfg, emb, rows, u, T)
         assert np.allclose(before[u][0], z, atol=1e-5) and np.allclose(before[u][1], w, atol=1e-5)
-        assert before[u][2].shape == (8,) and np.allclose(before[u][2], p, atol=1e-5)   # d = 8
+        assert before[u][2].shape == (16,) and np.allclose(before[u][2], p, atol=1e-5)   # d = 8: head, then fold-in
 
 
 def test_incremental_run_writes_only_changed_users(trained, spark):

@@ -423,7 +423,7 @@ def test_profile_head_learns_which_items_go_together():
 
 
 def test_embedder_user_vector_uses_the_profile_head_when_the_model_has_one():
-    from guim_features.embedder import Embedder
+    from guim_features.embedder import Embedder, fold_in
 
     with_head, without = make(K=2, profile_steps=10), make(K=2, profile_steps=0)
     assert with_head.profile is not None and without.profile is None
@@ -432,10 +432,11 @@ def test_embedder_user_vector_uses_the_profile_head_when_the_model_has_one():
                if not n.startswith("profile."))
     emb = Embedder(with_head)
     hist = [np.array([5, 9, 9, 60]), np.array([9, 5])]          # 60 is outside the catalogue; a repeat
-    v = emb.user_vector(hist)
-    expect = with_head.profile.encode([np.array([5, 9]), np.array([5, 9])])
-    assert v.shape == (2, 16) and np.allclose(v, expect, atol=1e-6)
-    assert not np.allclose(v[0], emb.fold_in(hist)[0], atol=1e-3)   # not the fold-in
+    v = emb.user_vector(hist)                                    # the head's 16 floats, then the fold-in's 16
+    assert v.shape == (2, 32) and np.array_equal(v[0], v[1])
+    assert np.allclose(v[:, :16], with_head.profile.encode([np.array([5, 9])] * 2), atol=1e-6)
+    assert np.allclose(v[:, 16:], fold_in(emb.catalogue(), [np.array([5, 9])] * 2), atol=1e-6)
+    assert Embedder(without).user_vector(hist).shape == (2, 16)  # no head: the fold-in alone
     with pytest.raises(GuimError, match="profile_keep"):
         make(profile_keep=0.0)
 

@@ -152,7 +152,7 @@ def test_pyfunc_kinds_and_item_ids(registered):
     pf = _pyfunc(res)
     out = pf.predict(None, pd.DataFrame({"item_idx": [np.array([3, 4], np.int32)]}))   # behaviour/gaps optional
     assert list(out.columns) == ["interests", "weights", "profile"] and len(out["interests"][0]) == 4 * 16
-    assert len(out["profile"][0]) == 16
+    assert len(out["profile"][0]) == 2 * 16                   # the profile head's d, then the fold-in's d
     out = pf.predict(None, pd.DataFrame({"item_idx": [3, 10_000]}), params={"kind": "items"})   # unseen id
     assert list(out.columns) == ["vector"] and np.isfinite(np.stack(out["vector"])).all()
     with pytest.raises(MlflowException, match="kind"):

@@ -48,7 +48,8 @@ user_interests = FeatureView(
             for k in range(K)]
     + [Field(name="weights", dtype=Array(Float32), description=f"{K} mixture weights, sum 1"),
        Field(name="profile", dtype=Array(Float32),
-             description=f"the user vector for downstream models ({D} floats, from the whole history)"),
+             description=f"the user vector for downstream models, from the whole history ({2 * D} floats: "
+                         f"the profile head's {D}, then the fold-in's {D}; {D} for a model without the head)"),
        Field(name="model_version", dtype=String, description="registered model version that made the vectors")],
     source=_source("user_embeddings"),
     online=True,
