@@ -422,6 +422,27 @@ def test_profile_head_learns_which_items_go_together():
     assert a.shape == (3, 8) and np.allclose(a[0], a[1], atol=1e-6) and np.isfinite(a[2]).all()
 
 
+def test_profile_head_sampled_softmax_above_full_max(monkeypatch):
+    """Above FULL_MAX items the softmax runs over the batch's items plus uniform draws: the head still
+    learns the planted groups (catalogue of 43 items, FULL_MAX lowered to 10, 8 draws a step)."""
+    from guim_features.model import profile
+    from guim_features.model.profile import ProfileHead, fit_profile
+
+    monkeypatch.setattr(profile, "FULL_MAX", 10)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    halves = (np.arange(3, 23), np.arange(23, 43))
+    group = np.arange(120) % 2
+    sets = [np.unique(rng.choice(halves[g], 5, replace=False)) for g in group]
+    head = ProfileHead(43, 8)
+    losses = fit_profile(head, sets, steps=300, keep=0.5, num_negatives=8, seed=0)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    v = head.encode(sets)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    means = np.stack([v[group == g].mean(0) for g in (0, 1)])
+    assert ((v @ means.T).argmax(1) == group).all()
+
+
 def test_embedder_user_vector_uses_the_profile_head_when_the_model_has_one():
     from guim_features.embedder import Embedder, fold_in
 
