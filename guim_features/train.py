@@ -149,7 +149,7 @@ def optimizers(model, tc) -> list:
     if getattr(model, "profile", None) is not None:    # the profile head is trained on its own, afterwards
         skip |= {id(p) for p in model.profile.parameters()}
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "emb" not in n
-             and "bag" not in n and "queries" not in n]
+             and "bag" not in n and "queries" not in n and id(p) not in skip]
     skip |= {id(p) for p in decay}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     opts = [torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},

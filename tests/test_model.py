@@ -460,6 +460,12 @@ def test_embedder_user_vector_uses_the_profile_head_when_the_model_has_one():
     assert Embedder(without).user_vector(hist).shape == (2, 16)  # no head: the fold-in alone
     with pytest.raises(GuimError, match="profile_keep"):
         make(profile_keep=0.0)
+    # the sequence model's optimisers never hold the head's parameters (it is trained afterwards)
+    from guim_features.train import optimizers
+
+    held = {id(p) for o in optimizers(with_head, TrainConfig()) for g in o.param_groups for p in g["params"]}
+    assert not held & {id(p) for p in with_head.profile.parameters()}
+    assert {id(p) for p in with_head.parameters() if p.requires_grad} - held == {id(p) for p in with_head.profile.parameters()}
 
 
 def test_hard_negative_logits_by_hand():
