@@ -79,8 +79,8 @@ def candidates(embedder, data) -> dict:
                                                       np.take_along_axis(w, order, 1)], 1),
         "history item mean": hist_items,
         "history fold-in (ALS rule)": embedder.fold_in(hist),
-        **({"profile head": emb.profile,
-            "profile head + history fold-in": np.concatenate([emb.profile, embedder.fold_in(hist)], 1)}
+        # with a head, user_vector (emb.profile) is the head's d floats then the fold-in's d
+        **({"profile head": emb.profile[:, :embedder.d], "profile head + history fold-in": emb.profile}
            if embedder.model.profile is not None else {}),
         "concat by query + weights + history item mean": np.concatenate([concat_query, hist_items], 1),
         **{f"history fold-in, reg {reg:g}": fold_in(emb.items, hist, reg=reg) for reg in (0.5, 5.0)},
