@@ -54,17 +54,13 @@ def main() -> None:
     from guim_features.downstream.data import BenchData
     from guim_features.downstream.metrics import spread
     from guim_features.downstream.tasks import user_profile
-    from guim_features.schemas import FIRST_ITEM_INDEX
+    from guim_features.data import catalogue_items
 
     cfg = load_config(args.workspace, args.overrides)
     torch.set_num_threads(cfg.bench.threads)
     data = BenchData.load(cfg)
-    def distinct(a):                                     # the user's distinct catalogue items, as user_vector reads them
-        a = np.unique(a)
-        return a[(a >= FIRST_ITEM_INDEX) & (a < data.n_items)]
-
-    train_sets = [distinct(data.train_items(u)) for u in range(data.n_users)]
-    test_sets = [distinct(data.test_input(u)) for u in range(data.n_users)]
+    train_sets = [catalogue_items(data.train_items(u), data.n_items) for u in range(data.n_users)]
+    test_sets = [catalogue_items(data.test_input(u), data.n_items) for u in range(data.n_users)]   # as user_vector
     labelled = np.array(sorted(set(data.labels_users["user_id"].astype(str).map(data.user_row).dropna().astype(int))))
     choice, held = next(KFold(cfg.bench.probe_folds, shuffle=True, random_state=0).split(labelled))
     choice, held = labelled[choice], labelled[held]

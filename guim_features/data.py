@@ -234,14 +234,18 @@ def item_counts(cfg, n_items: int, skip_users: frozenset = frozenset()) -> np.nd
     return counts
 
 
+def catalogue_items(item_idx, n_items: int) -> np.ndarray:
+    """A user's item_idx (any order, repeats) -> the distinct ones in ``[FIRST_ITEM_INDEX, n_items)``,
+    sorted int64: the set a user vector (fold-in, profile head) reads."""
+    a = np.unique(np.asarray(item_idx, np.int64))
+    return a[(a >= FIRST_ITEM_INDEX) & (a < n_items)]
+
+
 def train_item_sets(cfg, n_items: int, skip_users: frozenset = frozenset()) -> list:
-    """Every user's distinct training item_idx (the TRAIN part; items outside ``[FIRST_ITEM_INDEX,
-    n_items)`` dropped), one sorted int64 array per user: what the profile head is trained on."""
-    out = []
-    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
-        it = row["item_idx"][row["split"] == TRAIN]
-        out.append(np.unique(it[(it >= FIRST_ITEM_INDEX) & (it < n_items)]).astype(np.int64))
-    return out
+    """Every user's :func:`catalogue_items` of the TRAIN part, one array per user: what the profile
+    head is trained on."""
+    return [catalogue_items(row["item_idx"][row["split"] == TRAIN], n_items)
+            for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users)]
 
 
 def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0,

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GuimError
-from .schemas import FIRST_ITEM_INDEX
 
 CHECKPOINT = "model.pt"
 MIN_ROWS = 8          # smaller batches take other kernels whose rounding differs in the last bit
@@ -92,7 +91,7 @@ class Embedder:
         head carries the history's co-occurrence, the fold-in GUIM's own item geometry; which of the
         two a probe needs depends on the data (guim_features/downstream/README.md, "User vector")."""
         sets = self._distinct(item_idx)
-        if getattr(self.model, "profile", None) is None:
+        if self.model.profile is None:
             return self._folded(sets)
         return np.concatenate([self.model.profile.encode(sets), self._folded(sets)], 1)
 
@@ -101,8 +100,9 @@ class Embedder:
         return self._folded(self._distinct(item_idx))
 
     def _distinct(self, item_idx: list) -> list:
-        v = int(self.model.args["n_items"])
-        return [np.unique(s[(s >= FIRST_ITEM_INDEX) & (s < v)]) for s in map(np.asarray, item_idx)]
+        from .data import catalogue_items
+
+        return [catalogue_items(s, int(self.model.args["n_items"])) for s in item_idx]
 
     def _folded(self, sets: list) -> np.ndarray:
         if self._fold_in is None:                         # the catalogue and its Gram matrix, once

@@ -146,7 +146,7 @@ def optimizers(model, tc) -> list:
 
     sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     skip = {id(p) for p in sparse}
-    if getattr(model, "profile", None) is not None:    # the profile head is trained on its own, afterwards
+    if model.profile is not None:                     # the profile head is trained on its own, afterwards
         skip |= {id(p) for p in model.profile.parameters()}
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "emb" not in n
              and "bag" not in n and "queries" not in n and id(p) not in skip]
