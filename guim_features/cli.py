@@ -77,6 +77,10 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "recommend":
         p.add_argument("user_id")
         p.add_argument("-k", type=int, default=20, help="number of items")
+        p.add_argument("--exclude", nargs="+", metavar="ITEM_ID", default=[],
+                       help="never recommend these items (e.g. what the user already bought)")
+        p.add_argument("--exclude-seen", action="store_true", dest="exclude_seen",
+                       help="never recommend an item the user has any event with in bronze events")
     elif name == "bench":
         p.add_argument("--model-uri", dest="model_uri",
                        help="registered model benchmarked as method 'model' (default: bench.model_uri)")

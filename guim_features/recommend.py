@@ -1,4 +1,4 @@
-"""``guim recommend USER_ID [-k 20]`` and :class:`Recommender`: multi-interest retrieval.
+"""``guim recommend USER_ID [-k 20] [--exclude ID ...] [--exclude-seen]`` and :class:`Recommender`: multi-interest retrieval.
 
 One Feast online lookup reads the user's mixture (K interest vectors, K weights, model_version);
 the HNSW index is searched once per interest (one batched call); the union of candidates is
@@ -11,6 +11,11 @@ re-scored exactly against all K interests and merged by the configured rule:
 Each item is reported with the interest that gave it its score, that interest's weight and the
 score. Vectors and index from different model versions are refused; a user the online store
 lacks gets the popular items recorded at publish time, flagged as a fallback.
+
+Items the caller names in ``exclude`` (what the user already bought, say; the service usually
+holds that list) are never returned, fallback included: each interest then searches that many
+items deeper, so ``k`` items still come back. ``--exclude-seen`` on the command line excludes every
+item of the user's bronze events (:func:`seen_items`).
 """
 from __future__ import annotations
 
@@ -68,13 +73,17 @@ class Recommender:
 
             raise redis_error(self.redis, e) from None
 
-    def recommend(self, user_id: str, k: int = 20) -> Recommendation:
+    def recommend(self, user_id: str, k: int = 20, exclude=()) -> Recommendation:
+        """The top ``k`` items for ``user_id``; item ids in ``exclude`` are never returned."""
         if k < 1:
             raise GuimError(f"-k {k}: ask for at least one item")
+        if isinstance(exclude, str):
+            raise GuimError("exclude takes a list of item ids, not one string")
+        banned = {str(i) for i in exclude}
         row = self.lookup(str(user_id))
         version = row["model_version"][0]
         if version is None:
-            popular = self.index.meta.get("popular") or []
+            popular = [i for i in self.index.meta.get("popular") or [] if i not in banned]
             if not popular:
                 raise GuimError(f"user {user_id!r} is not in the online store (model version "
                                 f"{self.index.model_version}) and no popular items were recorded")
@@ -86,8 +95,10 @@ class Recommender:
                             f"{self.index.model_version}` (or publish {version} again) so both match")
         q = np.asarray([row[f"interest_{i}"][0] for i in range(self.K)], dtype=np.float32)   # (K, d)
         w = np.asarray(row["weights"][0], dtype=np.float32)                                  # (K,)
-        _, rows = self.index.search(q, self.candidates or k)                                 # (K, n)
+        _, rows = self.index.search(q, (self.candidates or k) + len(banned))                 # (K, n)
         cand = np.unique(rows[rows >= 0])                                                    # (C,)
+        if banned:
+            cand = cand[~np.isin(self.index.item_ids[cand].astype(str), list(banned))]
         s = self.index.vectors[cand] @ q.T                                                   # (C, K)
         if self.rule == "max":
             score, best = s.max(1), s.argmax(1)                                              # (C,), (C,)
@@ -102,9 +113,35 @@ class Recommender:
         return Recommendation(str(user_id), version, items)
 
 
-def recommend(cfg, user_id: str, k: int = 20) -> Recommendation:
-    """Python API: ``recommend(load_config(ws), "u42", k=20)``."""
-    return Recommender(cfg).recommend(user_id, k)
+def recommend(cfg, user_id: str, k: int = 20, exclude=()) -> Recommendation:
+    """Python API: ``recommend(load_config(ws), "u42", k=20, exclude=["i7"])``."""
+    return Recommender(cfg).recommend(user_id, k, exclude)
+
+
+def seen_items(cfg, user_id: str) -> list[str]:
+    """Distinct item ids of ``user_id``'s events in bronze ``events`` (every behaviour), sorted;
+    empty when the user has none."""
+    path = cfg.table("events")
+    if "://" in path and not path.startswith("file://"):
+        from pyspark.sql import functions as F
+
+        from . import delta
+        from .spark import get_spark
+
+        rows = delta.read(get_spark(cfg.spark), path, "events").where(F.col("user_id") == str(user_id))
+        rows = rows.select("item_id").distinct()
+        return sorted(r["item_id"] for r in rows.collect())
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        ds = DeltaTable(path).to_pyarrow_dataset()
+    except TableNotFoundError:
+        raise GuimError(f"no bronze events table at {path}: --exclude-seen reads the user's events "
+                        f"from it (run `guim ingest` first)") from None
+    items = ds.to_table(columns=["item_id"], filter=pc.field("user_id") == str(user_id)).column("item_id")
+    return sorted(set(items.to_pylist()))
 
 
 def format_table(rec: Recommendation) -> str:
@@ -121,5 +158,8 @@ def format_table(rec: Recommendation) -> str:
 
 def run(cfg, args) -> int:
     """CLI entry: prints the recommendation table."""
-    print(format_table(recommend(cfg, args.user_id, args.k)))
+    exclude = list(getattr(args, "exclude", None) or [])
+    if getattr(args, "exclude_seen", False):
+        exclude += seen_items(cfg, args.user_id)
+    print(format_table(recommend(cfg, args.user_id, args.k, exclude)))
     return 0

@@ -111,3 +111,59 @@ def test_cli_prints_interest_weight_score(ws, capsys):
     assert [line.split()[2:] for line in out[2:]] == [["1.0000", "0", "0.500"], ["1.0000", "1", "0.500"]]
     assert main(["recommend", "ghost", "-k", "1", "--workspace", str(ws)]) == 0
     assert "FALLBACK" in capsys.readouterr().out
+
+
+def test_excluded_items_never_come_back_and_k_is_still_filled(ws):
+    # alice (model 2, max rule): axis3 3.0, mix23 1.5, axis1 1.0, mix01 0.6, axis0 0, axis2 0.
+    # Without axis3 and axis1 the next two move up; the two zeros tie and keep index order.
+    rec = _rec_ex(ws, "alice", 4, ["axis3", "axis1"])
+    assert [i["item_id"] for i in rec.items] == ["mix23", "mix01", "axis0", "axis2"]
+    assert [i["score"] for i in rec.items] == pytest.approx([1.5, 0.6, 0.0, 0.0], abs=1e-5)
+    # the popular fallback obeys it too: axis2 > mix01 > axis0 without axis2
+    rec = _rec_ex(ws, "nobody", 2, ["axis2"])
+    assert rec.fallback and [i["item_id"] for i in rec.items] == ["mix01", "axis0"]
+
+
+def test_exclude_takes_a_list_not_one_id(ws):
+    from guim_features.errors import GuimError
+
+    with pytest.raises(GuimError, match="list of item ids"):
+        _rec_ex(ws, "alice", 2, "axis3")
+
+
+def test_cli_exclude_seen_reads_the_users_events(ws, capsys):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from guim_features.cli import main
+    from guim_features.config import load_config
+    from guim_features.recommend import seen_items
+
+    cfg = load_config(ws)
+    write_deltalake(cfg.table("events"), pa.table({   # bob bought axis0 (twice); popularity was fixed at publish
+        "event_id": ["b1", "b2"], "user_id": ["bob", "bob"], "item_id": ["axis0", "axis0"],
+        "behavior": ["buy", "buy"], "ts": pa.array([T1, T2], type=pa.timestamp("us", tz="UTC")),
+        "source": ["test", "test"]}), mode="append")
+    assert seen_items(cfg, "bob") == ["axis0"]
+    assert seen_items(cfg, "nobody") == []
+    # bob (model 2): interests e0, e2 -> axis0 1, axis2 1, mix01 .6, mix23 .5
+    assert main(["recommend", "bob", "-k", "2", "--exclude-seen", "--workspace", str(ws)]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]] == ["axis2", "mix01"]
+    assert main(["recommend", "bob", "-k", "2", "--exclude-seen", "--exclude", "mix01", "--workspace", str(ws)]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]] == ["axis2", "mix23"]
+
+
+def test_exclude_seen_without_events_is_a_clear_error(tmp_path):
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+    from guim_features.recommend import seen_items
+
+    with pytest.raises(GuimError, match="no bronze events table .*run `guim ingest`"):
+        seen_items(load_config(tmp_path / "empty"), "bob")
+
+
+def _rec_ex(ws, user, k, exclude):
+    from guim_features.config import load_config
+    from guim_features.recommend import recommend
+
+    return recommend(load_config(ws), user, k, exclude)
