@@ -8,7 +8,7 @@ otherwise), and prints, over the scored held-out users:
 
 - the task's own scores (Recall@20/@50, HitRate@50), which equal the bench's for that seed;
 - per interest: its mean softmax weight, its share of the merged top 50, Recall@50 when it
-  retrieves alone, and its mean best cosine (a high one wins the merge by score);
+  retrieves alone, and its mean best score (the model's own, a cosine for GUIM; a high one wins the merge);
 - the mean cosine between interests (near 1: they retrieve the same items);
 - repeats: the share of the users' targets already among their input events, the share of the
   merged top 50 that are input events, and the targets found in those slots and in the others.
@@ -24,13 +24,11 @@ import numpy as np
 
 def analyse(view, emb, n: int = 50) -> dict:
     """The per-interest and repeat figures above for Embeddings ``emb`` of ``view``'s held-out users."""
-    from guim_features.downstream.tasks.multi_interest_retrieval import merged_top
+    from guim_features.downstream.tasks.multi_interest_retrieval import each_interest_scores, merged_top
     from guim_features.schemas import FIRST_ITEM_INDEX
 
     rows = view.holdout_rows
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)   # noqa: E731
-    users, items = unit(emb.users[rows]), unit(emb.items)                                 # (B, K, d), (V, d)
-    s = np.einsum("bkd,nd->bkn", users, items)                                            # (B, K, V)
+    s = np.stack(list(each_interest_scores(emb, rows)), 1)                                # (B, K, V)
     s[:, :, :FIRST_ITEM_INDEX] = -np.inf
     K = s.shape[1]
     top = merged_top(emb, rows, n)                                                        # (B, n)
@@ -43,8 +41,9 @@ def analyse(view, emb, n: int = 50) -> dict:
         per.append({"weight": float(emb.weights[rows, k].mean()), "merged_share": float((winner == k).mean()),
                     "recall_alone": float(np.mean([len(targets[j] & set(alone[j].tolist())) / len(targets[j])
                                                    for j in range(len(rows))])),
-                    "best_cos": float(s[:, k].max(1).mean())})
-    cos = np.einsum("bkd,bjd->kj", users, users) / len(rows)
+                    "best_score": float(s[:, k].max(1).mean())})
+    users = emb.users[rows] / np.maximum(np.linalg.norm(emb.users[rows], axis=-1, keepdims=True), 1e-12)
+    cos = np.einsum("bkd,bjd->kj", users, users) / len(rows)                               # (K, K)
     from_hist = [set(top[j].tolist()) & history[j] for j in range(len(rows))]
     return {"per_interest": per, "interest_cos": cos,
             "targets_repeat_share": float(np.mean([len(t & h) / len(t) for t, h in zip(targets, history)])),
@@ -79,10 +78,10 @@ def main() -> None:
           f"settings {args.overrides or 'defaults'}")
     print("task:", {k: round(v, 4) for k, v in mi.evaluate(view, emb, cfg.bench).items()})
     a = analyse(view, emb)
-    print("| interest | mean weight | share of merged top 50 | Recall@50 alone | mean best cosine |")
+    print("| interest | mean weight | share of merged top 50 | Recall@50 alone | mean best score |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for k, r in enumerate(a["per_interest"]):
-        print(f"| {k} | {r['weight']:.3f} | {r['merged_share']:.3f} | {r['recall_alone']:.4f} | {r['best_cos']:.3f} |")
+        print(f"| {k} | {r['weight']:.3f} | {r['merged_share']:.3f} | {r['recall_alone']:.4f} | {r['best_score']:.3f} |")
     print("mean cosine between interests:\n" + np.array2string(a["interest_cos"], precision=2))
     print(f"targets already among the input events: {a['targets_repeat_share']:.3f} "
           f"({a['repeats_per_user']:.2f} repeated and {a['new_per_user']:.2f} new targets per user)")

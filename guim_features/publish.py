@@ -40,7 +40,8 @@ def ann_dir(cfg) -> Path:
 
 
 # -- reading the gold tables (delta-rs, no Spark; one model version at a time) -----------------
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """A table URI that delta-rs on this machine cannot read as a local path (Spark reads it)."""
     return "://" in path and not path.startswith("file://")
 
 
@@ -53,7 +54,7 @@ def gold_dataset(cfg, name: str):
     from deltalake.exceptions import TableNotFoundError
 
     path = cfg.table(name)
-    if _is_remote(path):
+    if is_remote(path):
         from . import delta
         from .spark import get_spark
 
@@ -275,7 +276,7 @@ def popular_items(cfg, n: int) -> list[str]:
     from deltalake.exceptions import TableNotFoundError
 
     path = cfg.table("events")
-    if "://" in path and not path.startswith("file://"):
+    if is_remote(path):
         from . import delta
         from .spark import get_spark
 

@@ -121,8 +121,10 @@ def recommend(cfg, user_id: str, k: int = 20, exclude=()) -> Recommendation:
 def seen_items(cfg, user_id: str) -> list[str]:
     """Distinct item ids of ``user_id``'s events in bronze ``events`` (every behaviour), sorted;
     empty when the user has none."""
+    from .publish import is_remote
+
     path = cfg.table("events")
-    if "://" in path and not path.startswith("file://"):
+    if is_remote(path):
         from pyspark.sql import functions as F
 
         from . import delta

@@ -31,16 +31,21 @@ def view(data, cfg):
     return data.user_holdout_view(cfg.holdout_users, INPUT_SHARE, scored=cfg.holdout_scored)
 
 
-def interest_scores(emb, rows: np.ndarray) -> np.ndarray:
-    """(B, V) best single-interest score per item: max over k of interest k's own score (the
-    method's scorer applied to that interest alone, else the dot product)."""
+def each_interest_scores(emb, rows: np.ndarray):
+    """Yields, for k = 0 .. K-1, interest k's own (B, V) scores: the method's scorer applied to
+    that interest alone, else the dot product."""
     users = emb.users[rows]                                        # (B, K, d)
     one = np.ones((len(rows), 1), np.float32)
-    best = None
     for k in range(users.shape[1]):
         u = users[:, k:k + 1]                                      # (B, 1, d)
-        s = (np.asarray(emb.scorer(u, one, emb.items), np.float32) if emb.scorer is not None
-             else u[:, 0] @ emb.items.T)                           # (B, V)
+        yield (np.asarray(emb.scorer(u, one, emb.items), np.float32) if emb.scorer is not None
+               else u[:, 0] @ emb.items.T)                         # (B, V)
+
+
+def interest_scores(emb, rows: np.ndarray) -> np.ndarray:
+    """(B, V) best single-interest score per item: max over k of interest k's own score."""
+    best = None
+    for s in each_interest_scores(emb, rows):
         best = s if best is None else np.maximum(best, s)
     return best
 
