@@ -234,6 +234,33 @@ def item_counts(cfg, n_items: int, skip_users: frozenset = frozenset()) -> np.nd
     return counts
 
 
+def item_neighbours(cfg, n_items: int, M: int, skip_users: frozenset = frozenset()) -> tuple:
+    """The item graph of the training parts: each item's ``M`` most frequent neighbours (the items
+    right before or after it in a user's TRAIN part, itself excluded) and their weights (the pair
+    counts, normalised to sum 1 per item) -> ((V, M) int64, (V, M) float32), 0-padded where an item
+    has fewer neighbours. Valid and test events never enter it."""
+    src, dst = [], []
+    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
+        it = row["item_idx"][row["split"] == TRAIN].astype(np.int64)
+        a, b = it[:-1], it[1:]
+        keep = (a != b) & (a >= FIRST_ITEM_INDEX) & (b >= FIRST_ITEM_INDEX) & (a < n_items) & (b < n_items)
+        src += [a[keep], b[keep]]
+        dst += [b[keep], a[keep]]
+    nbr, w = np.zeros((n_items, M), np.int64), np.zeros((n_items, M), np.float32)
+    if not src:
+        return nbr, w
+    code, count = np.unique(np.concatenate(src) * n_items + np.concatenate(dst), return_counts=True)
+    s, d = code // n_items, code % n_items
+    order = np.lexsort((-count, s))                                   # by item, its most frequent first
+    s, d, count = s[order], d[order], count[order]
+    rank = np.arange(len(s)) - np.searchsorted(s, s)                  # position within the item's list
+    top = rank < M
+    nbr[s[top], rank[top]] = d[top]
+    w[s[top], rank[top]] = count[top]
+    w /= np.maximum(w.sum(1, keepdims=True), 1.0)
+    return nbr, w
+
+
 def catalogue_items(item_idx, n_items: int) -> np.ndarray:
     """A user's item_idx (any order, repeats) -> the distinct ones in ``[FIRST_ITEM_INDEX, n_items)``,
     sorted int64: the set a user vector (fold-in, profile head) reads."""

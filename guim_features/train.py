@@ -197,7 +197,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     from tqdm.auto import tqdm
 
     from . import registry
-    from .data import ItemBank, TrainStream, count_windows, item_counts, table_versions, train_item_sets
+    from .data import ItemBank, TrainStream, count_windows, item_counts, item_neighbours, table_versions, train_item_sets
     from .embedder import CHECKPOINT, Embedder
     from .model import GUIM, model_args
     from .model.profile import fit_profile
@@ -229,6 +229,8 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     model = GUIM(model_args(tc, bank.sizes()))
     model.tower.set_bank(bank.arrays())
     skip = frozenset(exclude_users)
+    if tc.item_graph > 0:
+        model.tower.set_neighbours(*item_neighbours(cfg, bank.n_items, tc.graph_neighbours, skip))
     counts = item_counts(cfg, bank.n_items, skip)
     model.set_popularity(counts + 1.0)
     torch.manual_seed(tc.seed)   # same initial weights on every rank (DDP also broadcasts them)

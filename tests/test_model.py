@@ -10,7 +10,7 @@ from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
 from guim_features.model.guim import (BANK_SLOTS, SameTargetBank, contrastive_loss, hard_negative_logits,
-                                     routing_penalty, seen_mask)
+                                     routing_penalty, seen_mask, separation_penalty)
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -491,7 +491,8 @@ def test_routing_penalty_by_hand():
     assert float(routing_penalty(both, allowed)) == pytest.approx((2 / 9) ** 2, rel=1e-5)
 
 
-@pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight", "cl_weight"])
+@pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight", "cl_weight",
+                                 "separation_weight"])
 def test_a_negative_regulariser_weight_is_refused_by_name(key):
     with pytest.raises(GuimError, match=f"train.{key}=-1"):
         make(**{key: -1.0})
@@ -697,3 +698,78 @@ def test_input_noise_swaps_inputs_only_while_training():
     assert noisy.train().loss(batch)[0].item() != pytest.approx(ref)   # half the inputs read as others
     with pytest.raises(GuimError, match="input_noise"):
         make(input_noise=1.0)
+
+
+def test_separation_penalty_by_hand():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert float(separation_penalty(torch.stack([e1, e2]))) == pytest.approx(0.0, abs=1e-7)    # orthogonal
+    assert float(separation_penalty(torch.stack([e1, 2 * e1]))) == pytest.approx(1.0, rel=1e-6)  # one direction
+    # J = 3: e1, e1, e2: of the 6 ordered pairs, 2 have cos^2 = 1 and 4 have 0 -> 1/3
+    assert float(separation_penalty(torch.stack([e1, e1, e2]))) == pytest.approx(1 / 3, rel=1e-6)
+    # 45 degrees apart: cos^2 = 1/2; one vector alone has no pair
+    assert float(separation_penalty(torch.stack([e1, torch.tensor([1.0, 1.0])]))) == pytest.approx(0.5, rel=1e-6)
+    assert float(separation_penalty(e1[None])) == 0.0
+
+
+def test_separation_is_a_training_term_over_the_free_interests_only():
+    items, beh, gaps = seqs(4, 11)
+    batch = {"items": items, "behavior": beh, "gaps": gaps}
+    _, parts = make(K=4, state_interests=1, separation_weight=1.0).train().loss(batch)
+    assert 0 < parts["separation"] <= 1
+    _, parts = make(K=2, state_interests=1, separation_weight=1.0).train().loss(batch)
+    assert parts["separation"] == 0.0                             # one free interest: no pair to separate
+    _, parts = make(K=4, state_interests=1).train().loss(batch)
+    assert "separation" not in parts                               # off by default
+    old = {k: v for k, v in make(K=4).args.items() if k != "separation_weight"}
+    assert GUIM(old).args["separation_weight"] == 0.0             # saved before the option: off
+
+
+def _write_sequences(cfg, users: dict) -> None:
+    """user_sequences with only what data.item_neighbours reads: {user_id: (train items, valid, test)}."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from guim_features.schemas import TEST, TRAIN, VALID
+
+    seqs_, splits = [], []
+    for train, valid, test in users.values():
+        seqs_.append(list(train) + [valid, test])
+        splits.append([TRAIN] * len(train) + [VALID, TEST])
+    write_deltalake(cfg.table("user_sequences"), pa.table({
+        "user_id": list(users), "item_idx": pa.array(seqs_, pa.list_(pa.int32())),
+        "split": pa.array(splits, pa.list_(pa.int32()))}))
+
+
+def test_item_neighbours_by_hand(tmp_path):
+    """Pairs of consecutive TRAIN items, both ways: a: 3-4, 4-5, 5-4; b: 4-5, 5-8; d: 6-6 (a repeat,
+    dropped), 6-9; c (held out): 8-9. Valid and test items (6 after a's 4, ...) never count."""
+    from guim_features.data import item_neighbours
+
+    cfg = load_config(tmp_path / "ws")
+    _write_sequences(cfg, {"a": ([3, 4, 5, 4], 6, 7), "b": ([4, 5, 8], 3, 9), "c": ([8, 9], 3, 4), "d": ([6, 6, 9], 4, 5)})
+    nbr, w = item_neighbours(cfg, 10, 2, skip_users=frozenset({"c"}))
+    assert nbr.shape == w.shape == (10, 2)
+    assert nbr[4].tolist() == [5, 3] and w[4].tolist() == pytest.approx([0.75, 0.25])   # 5 three times, 3 once
+    assert nbr[5].tolist() == [4, 8] and w[5].tolist() == pytest.approx([0.75, 0.25])
+    assert nbr[3].tolist() == [4, 0] and w[3].tolist() == pytest.approx([1.0, 0.0])
+    assert nbr[6].tolist() == [9, 0] and nbr[9].tolist() == [6, 0]     # not 4: a's 4 -> 6 is valid
+    assert nbr[8].tolist() == [5, 0]                                    # 8-9 is the held-out user's
+    assert nbr[7].tolist() == [0, 0] and w[7].sum() == 0                # only ever a test item
+    nbr, w = item_neighbours(cfg, 10, 1)                                 # nobody held out, one neighbour
+    assert nbr[8].tolist() == [5] and nbr[9].tolist() == [6]            # ties: the lower item_idx first
+    assert w[8].tolist() == [1.0]                                        # normalised over what is kept
+
+
+def test_item_graph_adds_the_weighted_neighbour_ids_before_the_norm():
+    m = make(item_fields=[], item_graph=0.5, graph_neighbours=2)       # content-blind: id + graph only
+    nbr, w = torch.zeros(53, 2, dtype=torch.long), torch.zeros(53, 2)
+    nbr[4], w[4] = torch.tensor([5, 3]), torch.tensor([0.75, 0.25])
+    m.tower.set_neighbours(nbr, w)
+    E = m.tower.id_emb.weight.detach()
+    got = m.tower.embed_idx(torch.tensor([4, 7]))
+    expect = torch.stack([E[4] + 0.5 * (0.75 * E[5] + 0.25 * E[3]), E[7]])   # 7 has no neighbours
+    assert torch.allclose(got, m.tower.norm(expect), atol=1e-6)
+    assert "tower.nbr" in m.state_dict()                                # saved with the weights
+    assert "tower.nbr" not in make().state_dict()                       # off: nothing extra
+    with pytest.raises(GuimError, match="train.item_graph=-1"):
+        make(item_graph=-1.0)

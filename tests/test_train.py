@@ -322,3 +322,22 @@ def test_weight_average_is_the_running_mean_and_is_what_gets_validated_and_kept(
     assert any(not torch.equal(kept[k], last[k]) for k in kept if kept[k].is_floating_point())
     with pytest.raises(GuimError, match="train.weight_average=1.0"):
         train_model(cfg, overrides={**small, "weight_average": 1.0}, mlflow_log=False, progress=False)
+
+
+def test_the_item_graph_of_the_training_parts_is_built_trained_with_and_saved(tmp_path):
+    import torch
+    from silver import write_silver
+
+    from guim_features.data import item_neighbours
+    from guim_features.embedder import CHECKPOINT, from_checkpoint
+    from guim_features.train import train_model
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=40, items=30, events=12)
+    cfg = load_config(tmp_path / "ws")
+    res = train_model(cfg, overrides={"d": 16, "layers": 1, "heads": 1, "K": 2, "batch_size": 8, "epochs": 1,
+                                      "max_steps": 2, "item_graph": 1.0, "graph_neighbours": 4},
+                      mlflow_log=False, register=False, progress=False)
+    nbr, w = item_neighbours(cfg, res.embedder.model.args["n_items"], 4)
+    assert (nbr > 0).sum() > 30                                         # the planted cycles give neighbours
+    for m in (res.embedder.model, from_checkpoint(tmp_path / "ws" / "checkpoints" / CHECKPOINT).model):
+        assert torch.equal(m.tower.nbr, torch.as_tensor(nbr)) and torch.allclose(m.tower.nbr_w, torch.as_tensor(w))

@@ -19,7 +19,8 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   (80 % [MASK], 10 % random item, 10 % unchanged), weights ``next_weight`` / ``mlm_weight``.
 - Regularisers of the mixture: ``routing_weight`` (REMI's routing regulariser, on by default: with it
   K = 4 beats K = 1 on multi-interest retrieval) and ``diversity_weight`` (ComiRec-SA's
-  ||A A^T - I||^2 over the K attention maps, off); ``hard_negative_beta`` reweights the InfoNCE
+  ||A A^T - I||^2 over the K attention maps, off) and ``separation_weight`` (the mean squared cosine
+  between the interests that do not carry the state, off); ``hard_negative_beta`` reweights the InfoNCE
   negatives towards the hard ones (REMI, off).
 - Contrastive regulariser (``cl_weight``, off by default; DuoRec, Qiu et al. 2022): the sequence
   states of a second forward pass with fresh dropout are contrasted with the first pass's, at every
@@ -61,7 +62,8 @@ from .towers import ITEM_FIELDS, ItemTower
 
 # Hyper-parameters read from TrainConfig; sizes come from the data (see data.ItemBank.sizes()).
 HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
-         "interest_residual", "state_interests", "diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
+         "item_graph", "graph_neighbours",
+         "interest_residual", "state_interests", "diversity_weight", "separation_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
          "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
          "mlm_weight", "mask_prob", "exclude_seen", "input_noise", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields",
          "profile_steps", "profile_keep")
@@ -83,6 +85,9 @@ def check_args(a: dict) -> dict:
         a["item_fields"] = list(ITEM_FIELDS)
     a.setdefault("routing_weight", 0.0)      # saved before these options: both off
     a.setdefault("hard_negative_beta", 0.0)
+    a.setdefault("item_graph", 0.0)          # saved before it: no item graph in the tower
+    a.setdefault("graph_neighbours", 16)
+    a.setdefault("separation_weight", 0.0)   # saved before it: the free interests were not pushed apart
     a.setdefault("cl_weight", 0.0)
     a.setdefault("cl_temperature", 0.2)
     a.setdefault("cl_positive", "dropout")
@@ -100,11 +105,14 @@ def check_args(a: dict) -> dict:
     for k, allowed in CHOICES.items():
         if a[k] not in allowed:
             raise GuimError(f"train.{k}={a[k]!r} is not one of {', '.join(allowed)}")
-    for k in ("diversity_weight", "routing_weight", "hard_negative_beta", "cl_weight"):
+    for k in ("diversity_weight", "separation_weight", "routing_weight", "hard_negative_beta", "cl_weight"):
         if a[k] < 0:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
     if not (a["interest_dropout"] == -1 or 0 <= a["interest_dropout"] < 1):
         raise GuimError(f"train.interest_dropout={a['interest_dropout']}: expected -1 (= train.dropout) or 0 <= p < 1")
+    if a["item_graph"] < 0 or a["graph_neighbours"] < 1:
+        raise GuimError(f"train.item_graph={a['item_graph']}, train.graph_neighbours={a['graph_neighbours']}: "
+                        f"expected a weight >= 0 (0 = off) and at least 1 neighbour")
     if not 0 <= a["input_noise"] < 1:
         raise GuimError(f"train.input_noise={a['input_noise']}: expected 0 <= p < 1")
     if a["profile_steps"] < 0 or not 0 < a["profile_keep"] <= 1:
@@ -252,6 +260,19 @@ def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return (var ** 2).sum(-1)
 
 
+def separation_penalty(u: torch.Tensor) -> torch.Tensor:
+    """Mean squared cosine over the pairs of J vectors u (..., J, d) -> (...): 0 when they are
+    orthogonal, 1 when they point the same way. Applied to the interests that do not carry the
+    state, it keeps them from reading out the same thing (their cosine, not their attention maps:
+    two maps on different events can still give the same vector)."""
+    J = u.shape[-2]
+    if J < 2:
+        return u.new_zeros(u.shape[:-2])
+    v = F.normalize(u.float(), dim=-1)
+    cos2 = (v @ v.transpose(-1, -2)).pow(2).sum((-1, -2)) - J                 # the diagonal's J ones out
+    return cos2 / (J * (J - 1))
+
+
 def attention_bias(valid: torch.Tensor, causal: bool, dtype=torch.float32) -> torch.Tensor:
     """(B, L) mask of real positions -> (B, 1, L, L) additive attention bias: 0 where a query may
     see a key (a real one; with ``causal``, not a later one), else -inf. Every position also sees
@@ -298,11 +319,12 @@ class InterestMixture(nn.Module):
         self.norm, self.drop = nn.LayerNorm(d), nn.Dropout(p)
 
     def forward(self, h: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor | None = None,
-                penalty: bool = False, routing: bool = False):
+                penalty: bool = False, routing: bool = False, separation: bool = False):
         """h (B, L, d); allowed (B, T, L) keys visible to each query row; rows: positions used as
         queries (None = all L). Returns interests (B, T, K, d), weights (B, T, K) and a dict of
         regularisers (B, T): with ``penalty`` "overlap", ||A A^T - I||_F^2 of the K attention maps
-        (0 when they are one-hot on different events); with ``routing`` "routing" (routing_penalty)."""
+        (0 when they are one-hot on different events); with ``routing`` "routing" (routing_penalty);
+        with ``separation`` "separation" (separation_penalty of the free interests)."""
         hq = h if rows is None else h[:, rows]                                 # (B, T, d)
         B, T, d = hq.shape
         K = self.queries.shape[0]
@@ -321,6 +343,8 @@ class InterestMixture(nn.Module):
         if self.n_state:
             interests = interests + hq[:, :, None] * self.state_mask                # (B, T, K, d)
         interests = self.norm(interests)
+        if separation:
+            reg["separation"] = separation_penalty(interests[:, :, self.n_state:])   # (B, T)
         weights = self.gate(interests).squeeze(-1).softmax(-1)                  # (B, T, K)
         return interests, weights, reg
 
@@ -404,10 +428,11 @@ class GUIM(nn.Module):
             L = inp.shape[1]
             causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=h.device))
             allowed = (valid[:, None, :] & causal[None]) | torch.eye(L, dtype=torch.bool, device=h.device)
-            regs = {"overlap": a["diversity_weight"], "routing": a["routing_weight"]} if a["K"] > 1 else {}
+            regs = {"overlap": a["diversity_weight"], "routing": a["routing_weight"],
+                    "separation": a["separation_weight"]} if a["K"] > 1 else {}
             regs = {k: w for k, w in regs.items() if w > 0}
-            interests, weights, reg = self.mixture(h, allowed, penalty="overlap" in regs,
-                                                   routing="routing" in regs)   # (B, L, K, d), (B, L, K)
+            interests, weights, reg = self.mixture(h, allowed, penalty="overlap" in regs, routing="routing" in regs,
+                                                   separation="separation" in regs)   # (B, L, K, d), (B, L, K)
             pos = valid & (tgt > 0)                                             # (B, L)
             seen = None
             if a["exclude_seen"]:   # row (b, t) has seen inp[b, :t+1]: (B, L, L) -> (P, L), 0 = nothing

@@ -2,7 +2,10 @@
 
 An item's vector is the sum of an id embedding, one embedding per categorical field, a
 projection of the numeric fields, a mean bag of hashed title tokens, a mean bag of tags and a
-projection of the optional dense (image) vector, then a LayerNorm. Items never seen in
+projection of the optional dense (image) vector, then a LayerNorm. With ``item_graph`` > 0 the
+sum also takes that weight times the mean id embedding of the item's neighbours in the training
+sequences (the items bought right before or after it, :func:`guim_features.data.item_neighbours`,
+weighted by how often), so a rarely bought item borrows from the items it is bought with. Items never seen in
 training (item_idx >= n_items) use a hashed id bucket instead of their own id row; the
 buckets are trained by *id dropout* (an item's id is swapped for its bucket with a small
 probability), so an unseen item's vector is "generic id + its content".
@@ -55,6 +58,10 @@ class ItemTower(nn.Module):
         self.tag_bag = nn.EmbeddingBag(a["tag_size"], d, mode="mean", padding_idx=0)
         self.image_proj = nn.Linear(a["image_dim"], d) if a["image_dim"] else None
         self.norm = nn.LayerNorm(d)
+        self.item_graph = float(a["item_graph"])
+        if self.item_graph > 0:   # the neighbour table, filled by set_neighbours() and saved with the weights
+            self.register_buffer("nbr", torch.zeros(self.n_items, a["graph_neighbours"], dtype=torch.long))
+            self.register_buffer("nbr_w", torch.zeros(self.n_items, a["graph_neighbours"]))
         nn.init.normal_(self.id_emb.weight, std=0.02)
         for e in [*self.cat_emb, self.title_bag, self.tag_bag]:
             nn.init.normal_(e.weight, std=0.02)
@@ -73,6 +80,11 @@ class ItemTower(nn.Module):
         """Copy the catalogue's content (numpy arrays from data.ItemBank.arrays()) into the buffers."""
         for k in BANK_KEYS:
             getattr(self, k).copy_(torch.as_tensor(bank[k]))
+
+    def set_neighbours(self, nbr, weights) -> None:
+        """Copy the item graph ((V, M) neighbour item_idx and weights, data.item_neighbours) into the buffers."""
+        self.nbr.copy_(torch.as_tensor(nbr))
+        self.nbr_w.copy_(torch.as_tensor(weights))
 
     def gather(self, idx: torch.Tensor) -> dict:
         """Content of items by index from the bank; indices beyond it get empty content."""
@@ -97,6 +109,12 @@ class ItemTower(nn.Module):
     def forward(self, f: dict) -> torch.Tensor:
         """Item vectors from a content dict (keys item_idx + BANK_KEYS, first dim N) -> (N, d)."""
         x = self.id_emb(self.id_rows(f["item_idx"]))                                   # (N, d)
+        if self.item_graph > 0:
+            idx = f["item_idx"]
+            known = idx < self.n_items
+            safe = torch.where(known, idx, torch.zeros_like(idx))
+            w = self.nbr_w[safe] * known[:, None]                                         # (N, M)
+            x = x + self.item_graph * (w[..., None] * self.id_emb(self.nbr[safe])).sum(1)  # (N, d)
         cat = f["cat"]
         for j, emb in enumerate(self.cat_emb):
             if self.use[CAT_FIELDS[j]]:
