@@ -149,7 +149,7 @@ class TrainConfig:
     id_dropout: float = opt(0.05, "Training: probability that an item's id embedding is swapped for its hash bucket")
     item_graph: float = opt(0.0, "Weight of the item graph in the item tower: each item's vector adds this times "
                                  "the mean id embedding of its most frequent neighbours in the training "
-                                 "sequences (0 = off)")
+                                 "sequences (0 = off; 1 learned faster and ended level on Amazon Sports)")
     graph_neighbours: int = opt(16, "item_graph > 0: neighbours kept per item (the most frequent)")
     item_fields: list = opt(["category", "brand", "shop", "price", "year", "title", "tags", "image"],
                             "Content fields the item tower reads ([] = content-blind: id embedding only)")
@@ -166,7 +166,9 @@ class TrainConfig:
     diversity_weight: float = opt(0.0, "Weight of ||A A^T - I||^2 over the K interests' attention maps "
                                        "(ComiRec-SA): pushes the interests onto different events")
     separation_weight: float = opt(0.0, "Weight of the mean squared cosine between the interests that do not "
-                                        "carry the state (K - state_interests >= 2): keeps them apart (0 = off)")
+                                        "carry the state (K - state_interests >= 2): keeps them apart (0 = off; 1 gained "
+                                        ".007 Recall@50 on the synthetic multi_interest_retrieval and halved "
+                                        "it on Amazon Sports, whose users have few events)")
     routing_weight: float = opt(100.0, "Weight of the routing regulariser (REMI): the squared variances of each "
                                        "interest's attention over the events it may read; against an interest "
                                        "collapsing onto a single event (K > 1; chosen on valid users, 0 = off)")
