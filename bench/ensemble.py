@@ -18,13 +18,13 @@ KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 
 def main() -> None:
+    import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from guim_features.config import load_config
-    from guim_features.data import eval_batches, rank_metrics
     from guim_features.embedder import from_checkpoint
     from guim_features.errors import GuimError
+    from guim_features.train import evaluate, rank_split, ranking_score
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workspace", required=True)
@@ -34,30 +34,21 @@ def main() -> None:
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.workspace)
-    models = [from_checkpoint(c).model.eval() for c in args.checkpoints]
+    models = [from_checkpoint(c).model for c in args.checkpoints]
     sizes = {m.args["n_items"] for m in models}
     if len(sizes) > 1:
         raise GuimError(f"the checkpoints were trained on different item indexes (n_items {sorted(sizes)})")
-    L = max(m.args["max_len"] for m in models)
+    L, cpu = max(m.args["max_len"] for m in models), torch.device("cpu")
+    scores = [ranking_score(m, cpu) for m in models]
+    mean = lambda b: np.mean([s(b) for s in scores], 0)                    # noqa: E731  (B, V)
     print(f"{len(models)} models: {', '.join(args.checkpoints)}")
     print("| split | ranking | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    with torch.no_grad():
-        cats = [m.catalogue().float() for m in models]
-        for which in ("valid", "test"):
-            tot = {"first model": {}, f"mean of {len(models)}": {}}
-            for b in eval_batches(cfg, which, L, 512):
-                t = [torch.as_tensor(b[k]) for k in ("items", "behavior", "gaps")]
-                logits = []
-                for m, cat in zip(models, cats):
-                    interests, weights = m.encode_users(*t)
-                    logits.append(m.logits(interests.float(), weights.float(), cat))
-                for name, s in zip(tot, (logits[0], torch.stack(logits).mean(0))):
-                    s = F.pad(s, (3, 0), value=float("-inf")).numpy()     # item_idx 0-2 are not items
-                    for k, v in rank_metrics(s, b["target"], b["seen"]).items():
-                        tot[name][k] = tot[name].get(k, 0.0) + v
-            for name, d in tot.items():
-                print(f"| {which} | {name} | " + " | ".join(f"{d[k] / d['n']:.4f}" for k in KEYS) + " |")
+    for which in ("valid", "test"):
+        rows = {"first model": evaluate(models[0], cfg, which, L, 512, cpu),
+                f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, models[0].args["n_items"])}
+        for name, m in rows.items():
+            print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in KEYS) + " |")
     print(f"load average at the start {load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GuimError
+from .schemas import FIRST_ITEM_INDEX
 
 
 @dataclass
@@ -79,7 +80,7 @@ EVAL_LOGITS = 1 << 25   # scores in one ranking batch (users x catalogue) and in
                         # logits (users x K x catalogue): 128 MB of floats, twice that with exp
 
 
-def _rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,
+def rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,
                 skip_users: frozenset = frozenset()) -> dict:
     """Mean Recall/NDCG@10/20 of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
     (data.rank_metrics: the user's earlier items excluded, ties count against the target).
@@ -96,29 +97,38 @@ def _rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, m
     return {f"{which}_{k}": v / n for k, v in tot.items()}
 
 
-def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
-             skip_users: frozenset = frozenset()) -> dict:
-    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
-    against the target). ``max_users`` > 0: a fixed random subset of users (per-epoch validation).
-    A batch's users are scored in row blocks of at most :data:`EVAL_LOGITS` K-interest logits, so
-    memory stays flat as the catalogue grows (512 users x 4 interests x 200k items would be 1.6 GB
-    per intermediate)."""
+def ranking_score(model, device):
+    """``score(batch)`` -> (B, V) numpy scores of every item_idx for an :func:`data.eval_batches`
+    batch (-inf below FIRST_ITEM_INDEX): the model's training logits, which rank as its score does.
+    The model is put in eval mode and the catalogue embedded once. A batch's users are scored in row
+    blocks of at most :data:`EVAL_LOGITS` K-interest logits, so memory stays flat as the catalogue
+    grows (512 users x 4 interests x 200k items would be 1.6 GB per intermediate)."""
     import torch
 
     model.eval()
     with torch.no_grad():
         cat = model.catalogue().float()                                      # (V - 3, d)
 
-        def score(b):
+    def score(b):
+        with torch.no_grad():
             t = [torch.as_tensor(b[k], device=device) for k in ("items", "behavior", "gaps")]
             interests, weights = model.encode_users(*t)                      # (B, K, d), (B, K)
             rows = max(1, EVAL_LOGITS // (interests.shape[1] * len(cat)))
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
             s = torch.cat([model.logits(interests[r:r + rows].float(), weights[r:r + rows].float(), cat)
                            for r in range(0, len(interests), rows)])        # (B, V - 3)
-            return torch.nn.functional.pad(s, (3, 0), value=float("-inf")).cpu().numpy()  # (B, V)
+            return torch.nn.functional.pad(s, (FIRST_ITEM_INDEX, 0), value=float("-inf")).cpu().numpy()  # (B, V)
 
-        return _rank_split(cfg, which, L, batch_size, score, model.args["n_items"], max_users, seed, skip_users)
+    return score
+
+
+def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
+             skip_users: frozenset = frozenset()) -> dict:
+    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
+    against the target) of :func:`ranking_score`. ``max_users`` > 0: a fixed random subset of users
+    (per-epoch validation)."""
+    return rank_split(cfg, which, L, batch_size, ranking_score(model, device), model.args["n_items"], max_users,
+                      seed, skip_users)
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
@@ -127,7 +137,7 @@ def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: 
     on the same users, targets and exclusions as :func:`evaluate` (with the same ``max_users`` and
     ``seed``: the same subset) — the floor a model must beat."""
     s = np.asarray(counts, np.float32)
-    return _rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))), len(s),
+    return rank_split(cfg, which, L, batch_size, lambda b: np.broadcast_to(s, (len(b["target"]), len(s))), len(s),
                        max_users, seed, skip_users)
 
 

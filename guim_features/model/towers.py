@@ -86,11 +86,15 @@ class ItemTower(nn.Module):
         self.nbr.copy_(torch.as_tensor(nbr))
         self.nbr_w.copy_(torch.as_tensor(weights))
 
+    def _bank_rows(self, idx: torch.Tensor):
+        """(known, row): whether each index is in the bank, and its bank row (0 where it is not)."""
+        known = idx < self.n_items
+        return known, torch.where(known, idx, torch.zeros_like(idx))
+
     def gather(self, idx: torch.Tensor) -> dict:
         """Content of items by index from the bank; indices beyond it get empty content."""
         flat = idx.reshape(-1)
-        known = flat < self.n_items
-        safe = torch.where(known, flat, torch.zeros_like(flat))
+        known, safe = self._bank_rows(flat)
         out = {"item_idx": flat}
         for k in BANK_KEYS:
             v = getattr(self, k)[safe]
@@ -110,9 +114,7 @@ class ItemTower(nn.Module):
         """Item vectors from a content dict (keys item_idx + BANK_KEYS, first dim N) -> (N, d)."""
         x = self.id_emb(self.id_rows(f["item_idx"]))                                   # (N, d)
         if self.item_graph > 0:
-            idx = f["item_idx"]
-            known = idx < self.n_items
-            safe = torch.where(known, idx, torch.zeros_like(idx))
+            known, safe = self._bank_rows(f["item_idx"])
             w = self.nbr_w[safe] * known[:, None]                                         # (N, M)
             x = x + self.item_graph * (w[..., None] * self.id_emb(self.nbr[safe])).sum(1)  # (N, d)
         cat = f["cat"]
