@@ -6,7 +6,8 @@ Fits GUIM with K interests on the task's user-holdout view, exactly as ``guim be
 ``guim_k<K>`` with that seed (``train.threads=1`` and ``bench.threads=1`` unless ``--set`` says
 otherwise), and prints, over the scored held-out users:
 
-- the task's own scores (Recall@20/@50, HitRate@50), which equal the bench's for that seed;
+- the task's own scores (Recall@20/@50, HitRate@50), which equal the bench's for that seed, under
+  each ``bench.mi_merge`` (the configured one first);
 - per interest: its mean softmax weight, its share of the merged top 50, Recall@50 when it
   retrieves alone, and its mean best score (the model's own, a cosine for GUIM; a high one wins the merge);
 - the mean cosine between interests (near 1: they retrieve the same items);
@@ -17,12 +18,13 @@ The load average (os.getloadavg) at the start and the end is printed with the fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
 
 
-def analyse(view, emb, n: int = 50) -> dict:
+def analyse(view, emb, n: int = 50, merge: str = "max") -> dict:
     """The per-interest and repeat figures above for Embeddings ``emb`` of ``view``'s held-out users."""
     from guim_features.downstream.tasks.multi_interest_retrieval import each_interest_scores, merged_top
     from guim_features.schemas import FIRST_ITEM_INDEX
@@ -31,7 +33,7 @@ def analyse(view, emb, n: int = 50) -> dict:
     s = np.stack(list(each_interest_scores(emb, rows)), 1)                                # (B, K, V)
     s[:, :, :FIRST_ITEM_INDEX] = -np.inf
     K = s.shape[1]
-    top = merged_top(emb, rows, n)                                                        # (B, n)
+    top = merged_top(emb, rows, n, merge)                                                      # (B, n)
     winner = np.take_along_axis(s.argmax(1), top, 1)                                      # (B, n)
     targets = [set(np.unique(view.test_targets(u)).tolist()) for u in rows]
     history = [set(view.test_input(u).tolist()) for u in rows]
@@ -76,8 +78,11 @@ def main() -> None:
     emb = GuimTrained(cfg, args.k).embed(view, args.seed)
     print(f"K = {args.k}, seed {args.seed}, {len(view.holdout_rows)} held-out users scored; "
           f"settings {args.overrides or 'defaults'}")
-    print("task:", {k: round(v, 4) for k, v in mi.evaluate(view, emb, cfg.bench).items()})
-    a = analyse(view, emb)
+    merge = cfg.bench.mi_merge
+    for m in [merge, *(x for x in mi.MERGES if x != merge)]:
+        scores = mi.evaluate(view, emb, dataclasses.replace(cfg.bench, mi_merge=m))
+        print(f"task, mi_merge={m}:", {k: round(v, 4) for k, v in scores.items()})
+    a = analyse(view, emb, merge=merge)
     print("| interest | mean weight | share of merged top 50 | Recall@50 alone | mean best score |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for k, r in enumerate(a["per_interest"]):

@@ -343,6 +343,42 @@ def test_multi_interest_retrieval_merges_each_interests_own_list():
         mir.evaluate(d, two, CFG)                                  # fitted on every user: not scored
 
 
+def test_model_merge_ranks_the_union_by_the_mixture_so_a_dead_interest_cannot_flood_it():
+    from guim_features.downstream.tasks import multi_interest_retrieval as mir
+    from guim_features.errors import GuimError
+
+    d, vecs = two_interest_data()
+    v = d.user_holdout_view(0.2)
+    tau = 0.1
+    # x and y as above, plus a third interest on the diagonal that the user weighs at 1e-6
+    users = np.tile([[1.0, 0.0], [0.0, 1.0], [0.5 ** 0.5, 0.5 ** 0.5]], (d.n_users, 1, 1))
+    weights = np.tile([0.5, 0.5, 1e-6], (d.n_users, 1))
+
+    def lse(u, w, it):   # tau log sum_k w_k exp(u_k . v / tau)
+        s = np.einsum("bkd,vd->bkv", u, it) / tau
+        return tau * np.log(np.einsum("bk,bkv->bv", w, np.exp(s)))
+
+    three = Embeddings(vecs, users, weights, scorer=lse)
+    # max: the diagonal interest scores its 60 items 1.018, above A's and B's best (1.0): the top 50
+    # is all diagonal and both targets are missed
+    assert mir.evaluate(v, three, CFG)["recall@50"] == 0.0
+    # model: the union of the three top 50s holds A, B and the diagonal; under the mixture A's best
+    # scores .1 log(.5 e^10 + .5 + 1e-6 e^7.07) = .93 and a diagonal item .1 log(e^7.2 + 1e-6 e^10.18)
+    # = .72: A and B lead, both targets in the top 20
+    model = replace(CFG, mi_merge="model")
+    assert mir.evaluate(v, three, model) == {"recall@20": 1.0, "recall@50": 1.0, "hit_rate@50": 1.0,
+                                             "recall@50_max_merge": 0.0}
+    top = mir.merged_top(three, v.holdout_rows[:1], 4, "model")[0]
+    assert sorted(top[:2].tolist()) == [3, 23] and sorted(top[2:].tolist()) == [4, 24]
+    # one interest: both merges are its own ranking
+    one = Embeddings(vecs, np.tile([[1.0, 0.0]], (d.n_users, 1, 1)))
+    assert mir.evaluate(v, one, CFG) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
+    assert mir.evaluate(v, one, model) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0,
+                                           "recall@50_max_merge": 0.5}
+    with pytest.raises(GuimError, match="mi_merge"):
+        mir.evaluate(v, three, replace(CFG, mi_merge="sum"))
+
+
 # -- the suite: content-blind refits, task views, failures ----------------------------------------
 def angles(degrees: dict) -> np.ndarray:
     items = np.zeros((9, 2))

@@ -6,9 +6,17 @@ fitted again without them (:meth:`BenchData.user_holdout_view`; the suite does t
 A held-out user is encoded from the first 80 % of their events; the targets are the distinct
 items of the remaining 20 %. Each of the user's K interests retrieves its own top N over ALL
 items (the reserved indices excluded; earlier items are not, as in ComiRec) by that interest's
-own score, and the K lists are merged by score (an item found by several interests keeps its
-best score) into the top N. That merged list is exactly the top N of max_k s_k(item), which is
-what is computed. A single-vector method retrieves with its one vector.
+own score, and the K lists are merged into the top N by ``bench.mi_merge``:
+
+- ``max`` (ComiRec's merge): an item found by several interests keeps its best single-interest
+  score. That merged list is exactly the top N of max_k s_k(item), which is what is computed.
+- ``model``: the union of the K lists is ranked by the method's own user-item score (GUIM's
+  weighted ``lse`` mixture), as ``guim recommend`` merges its per-interest ANN candidates. An
+  interest the model gives almost no weight still retrieves its N items, but they rank by the
+  mixture, so a dead interest cannot flood the list with its own high cosines.
+
+A single-vector method retrieves with its one vector: both merges give the same list. Under
+``model`` the max merge's Recall@50 is reported beside it (``recall@50_max_merge``).
 Recall@N = distinct targets found / distinct targets, HitRate@N = 1 if any; averaged over the
 held-out users. Headline Recall@50. ``bench.holdout_scored=valid`` scores a disjoint draw of
 users instead, with the test draw kept out of the fit too: settings are chosen there.
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import GuimError
 from ...schemas import FIRST_ITEM_INDEX
 from ..metrics import hit_rate_at_k, recall_at_k
 from . import Skip
@@ -50,14 +59,33 @@ def interest_scores(emb, rows: np.ndarray) -> np.ndarray:
     return best
 
 
-def merged_top(emb, rows: np.ndarray, n: int) -> np.ndarray:
-    """(B, n) item_idx of the merged per-interest retrieval, best first."""
-    sc = interest_scores(emb, rows)
-    sc[:, :FIRST_ITEM_INDEX] = -np.inf
-    n = min(n, sc.shape[1] - FIRST_ITEM_INDEX)
+MERGES = ("max", "model")
+
+
+def _top(sc: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) column indices of the n highest scores per row, best first (ties: lower index)."""
     part = np.argpartition(-sc, n - 1, axis=1)[:, :n]
-    order = np.argsort(-np.take_along_axis(sc, part, 1), axis=1, kind="stable")
+    order = np.lexsort((part, -np.take_along_axis(sc, part, 1)), axis=1)
     return np.take_along_axis(part, order, 1)
+
+
+def merged_top(emb, rows: np.ndarray, n: int, merge: str = "max") -> np.ndarray:
+    """(B, n) item_idx of the merged per-interest retrieval, best first (``merge``: see the module)."""
+    if merge not in MERGES:
+        raise GuimError(f"bench.mi_merge must be one of {', '.join(MERGES)}, got {merge!r}")
+    if merge == "max" or emb.users.shape[1] == 1:
+        sc = interest_scores(emb, rows)
+        sc[:, :FIRST_ITEM_INDEX] = -np.inf
+        return _top(sc, min(n, sc.shape[1] - FIRST_ITEM_INDEX))
+    found = None                                                   # (B, V) True: in some interest's top n
+    for s in each_interest_scores(emb, rows):
+        s[:, :FIRST_ITEM_INDEX] = -np.inf
+        top = _top(s, min(n, s.shape[1] - FIRST_ITEM_INDEX))
+        if found is None:
+            found = np.zeros(s.shape, dtype=bool)
+        np.put_along_axis(found, top, True, axis=1)
+    sc = np.where(found, emb.score(rows), -np.inf)                 # (B, V) the model's score on the union
+    return _top(sc, min(n, sc.shape[1] - FIRST_ITEM_INDEX))
 
 
 def evaluate(data, emb, cfg) -> dict:
@@ -66,12 +94,17 @@ def evaluate(data, emb, cfg) -> dict:
         raise Skip("needs methods fitted without held-out users (the suite's user-holdout fit); "
                    "a method fitted on every user cannot be scored")
     out = {"recall@20": [], "recall@50": [], "hit_rate@50": []}
+    if cfg.mi_merge != "max":
+        out["recall@50_max_merge"] = []   # ComiRec's merge beside the configured one, for comparison
     for s in range(0, len(rows), 512):
         chunk = rows[s:s + 512]
-        top = merged_top(emb, chunk, 50)
+        top = merged_top(emb, chunk, 50, cfg.mi_merge)
+        top_max = merged_top(emb, chunk, 50, "max") if "recall@50_max_merge" in out else None
         for j, u in enumerate(chunk):
             t = np.unique(data.test_targets(u))
             out["recall@20"].append(recall_at_k(top[j], t, 20))
             out["recall@50"].append(recall_at_k(top[j], t, 50))
             out["hit_rate@50"].append(hit_rate_at_k(top[j], t, 50))
+            if top_max is not None:
+                out["recall@50_max_merge"].append(recall_at_k(top_max[j], t, 50))
     return {k: float(np.mean(v)) for k, v in out.items()}
