@@ -84,6 +84,7 @@ def tiny_embeddings():
 
 
 CFG = replace(BenchConfig(), item_scope="all")
+CFG_MAX = replace(CFG, mi_merge="max")     # multi_interest_retrieval with ComiRec's merge
 
 
 def test_data_views_follow_the_split_codes():
@@ -333,14 +334,14 @@ def test_multi_interest_retrieval_merges_each_interests_own_list():
     v = d.user_holdout_view(0.2)
     two = Embeddings(vecs, np.tile([[1.0, 0.0], [0.0, 1.0]], (d.n_users, 1, 1)))      # orthogonal interests
     # interest x ranks A first (~1.0 > diagonal .72), interest y ranks B first: merged, 3 and 23 lead
-    assert mir.evaluate(v, two, CFG) == {"recall@20": 1.0, "recall@50": 1.0, "hit_rate@50": 1.0}
+    assert mir.evaluate(v, two, CFG_MAX) == {"recall@20": 1.0, "recall@50": 1.0, "hit_rate@50": 1.0}
     avg = Embeddings(vecs, np.full((d.n_users, 1, 2), 0.5 ** 0.5))                   # the averaged vector
     # diagonal items score 1.02 > A/B's .71: the top 50 is all diagonal, both targets missed
-    assert mir.evaluate(v, avg, CFG)["recall@50"] == 0.0
+    assert mir.evaluate(v, avg, CFG_MAX)["recall@50"] == 0.0
     one = Embeddings(vecs, np.tile([[1.0, 0.0]], (d.n_users, 1, 1)))                  # one interest only
-    assert mir.evaluate(v, one, CFG) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
+    assert mir.evaluate(v, one, CFG_MAX) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
     with pytest.raises(Skip, match="held-out"):
-        mir.evaluate(d, two, CFG)                                  # fitted on every user: not scored
+        mir.evaluate(d, two, CFG_MAX)                                  # fitted on every user: not scored
 
 
 def test_model_merge_ranks_the_union_by_the_mixture_so_a_dead_interest_cannot_flood_it():
@@ -361,18 +362,18 @@ def test_model_merge_ranks_the_union_by_the_mixture_so_a_dead_interest_cannot_fl
     three = Embeddings(vecs, users, weights, scorer=lse)
     # max: the diagonal interest scores its 60 items 1.018, above A's and B's best (1.0): the top 50
     # is all diagonal and both targets are missed
-    assert mir.evaluate(v, three, CFG)["recall@50"] == 0.0
+    assert mir.evaluate(v, three, CFG_MAX)["recall@50"] == 0.0
     # model: the union of the three top 50s holds A, B and the diagonal; under the mixture A's best
     # scores .1 log(.5 e^10 + .5 + 1e-6 e^7.07) = .93 and a diagonal item .1 log(e^7.2 + 1e-6 e^10.18)
     # = .72: A and B lead, both targets in the top 20
-    model = replace(CFG, mi_merge="model")
+    model = CFG                                                    # the default merge
     assert mir.evaluate(v, three, model) == {"recall@20": 1.0, "recall@50": 1.0, "hit_rate@50": 1.0,
                                              "recall@50_max_merge": 0.0}
     top = mir.merged_top(three, v.holdout_rows[:1], 4, "model")[0]
     assert sorted(top[:2].tolist()) == [3, 23] and sorted(top[2:].tolist()) == [4, 24]
     # one interest: both merges are its own ranking
     one = Embeddings(vecs, np.tile([[1.0, 0.0]], (d.n_users, 1, 1)))
-    assert mir.evaluate(v, one, CFG) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
+    assert mir.evaluate(v, one, CFG_MAX) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0}
     assert mir.evaluate(v, one, model) == {"recall@20": 0.5, "recall@50": 0.5, "hit_rate@50": 1.0,
                                            "recall@50_max_merge": 0.5}
     with pytest.raises(GuimError, match="mi_merge"):
