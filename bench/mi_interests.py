@@ -8,7 +8,8 @@ otherwise), and prints, over the scored held-out users:
 
 - the task's own scores (Recall@20/@50, HitRate@50), which equal the bench's for that seed, under
   each ``bench.mi_merge`` (the configured one first);
-- per interest: its mean softmax weight, its share of the merged top 50, Recall@50 when it
+- per interest: its mean softmax weight, its share of the configured merge's top 50 (the slots
+  where its own score is the highest of the K), Recall@50 when it
   retrieves alone, and its mean best score (the model's own, a cosine for GUIM; a high one wins the merge);
 - the mean cosine between interests (near 1: they retrieve the same items);
 - repeats: the share of the users' targets already among their input events, the share of the
