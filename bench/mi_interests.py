@@ -10,7 +10,7 @@ otherwise), and prints, over the scored held-out users:
   each ``bench.mi_merge`` (the configured one first);
 - per interest: its mean softmax weight, its share of the configured merge's top 50 (the slots
   where its own score is the highest of the K), Recall@50 when it
-  retrieves alone, and its mean best score (the model's own, a cosine for GUIM; a high one wins the merge);
+  retrieves alone, and its mean best score (the model's own, a cosine for GUIM; a high one wins the max merge);
 - the mean cosine between interests (near 1: they retrieve the same items);
 - repeats: the share of the users' targets already among their input events, the share of the
   merged top 50 that are input events, and the targets found in those slots and in the others.
