@@ -102,11 +102,6 @@ class SequencesConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    mi_merge: str = opt("model", "multi_interest_retrieval: how the K interests' own top-N lists merge: model (the "
-                                 "union ranked by the method's own user-item score, as `guim recommend` merges; "
-                                 "chosen on the valid draw: +.011 Recall@50 for GUIM K = 4 on the synthetic default, "
-                                 "level on Amazon Sports) | max (each item keeps its best single-interest score, "
-                                 "ComiRec's merge, reported beside it)")
     model_uri: str = opt("models:/guim@challenger", "Registered model to export with (`--model-uri` wins)")
     batch_size: int = opt(512, "Users or items per inference batch inside each Spark task")
     partitions: int = opt(2, "Spark partitions for batch inference (one model copy per task)")
