@@ -51,14 +51,6 @@ def each_interest_scores(emb, rows: np.ndarray):
                else u[:, 0] @ emb.items.T)                         # (B, V)
 
 
-def interest_scores(emb, rows: np.ndarray) -> np.ndarray:
-    """(B, V) best single-interest score per item: max over k of interest k's own score."""
-    best = None
-    for s in each_interest_scores(emb, rows):
-        best = s if best is None else np.maximum(best, s)
-    return best
-
-
 MERGES = ("max", "model")
 
 
@@ -69,23 +61,31 @@ def _top(sc: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
-def merged_top(emb, rows: np.ndarray, n: int, merge: str = "max") -> np.ndarray:
-    """(B, n) item_idx of the merged per-interest retrieval, best first (``merge``: see the module)."""
-    if merge not in MERGES:
-        raise GuimError(f"bench.mi_merge must be one of {', '.join(MERGES)}, got {merge!r}")
-    if merge == "max" or emb.users.shape[1] == 1:
-        sc = interest_scores(emb, rows)
-        sc[:, :FIRST_ITEM_INDEX] = -np.inf
-        return _top(sc, min(n, sc.shape[1] - FIRST_ITEM_INDEX))
-    found = None                                                   # (B, V) True: in some interest's top n
+def merged_tops(emb, rows: np.ndarray, n: int, merges=MERGES) -> dict:
+    """{merge: (B, n) item_idx of the merged per-interest retrieval, best first} for each of
+    ``merges`` (see the module), the K interests scored once for all of them."""
+    bad = [m for m in merges if m not in MERGES]
+    if bad:
+        raise GuimError(f"bench.mi_merge must be one of {', '.join(MERGES)}, got {bad[0]!r}")
+    union = "model" in merges and emb.users.shape[1] > 1
+    best = found = None                         # (B, V) max_k s_k; True where in some interest's top n
     for s in each_interest_scores(emb, rows):
         s[:, :FIRST_ITEM_INDEX] = -np.inf
-        top = _top(s, min(n, s.shape[1] - FIRST_ITEM_INDEX))
-        if found is None:
-            found = np.zeros(s.shape, dtype=bool)
-        np.put_along_axis(found, top, True, axis=1)
-    sc = np.where(found, emb.score(rows), -np.inf)                 # (B, V) the model's score on the union
-    return _top(sc, min(n, sc.shape[1] - FIRST_ITEM_INDEX))
+        n = min(n, s.shape[1] - FIRST_ITEM_INDEX)
+        best = s if best is None else np.maximum(best, s)
+        if union:
+            found = np.zeros(s.shape, dtype=bool) if found is None else found
+            np.put_along_axis(found, _top(s, n), True, axis=1)
+    top_max = _top(best, n)
+    out = {"max": top_max, "model": top_max}    # one interest: both merges are its own ranking
+    if union:
+        out["model"] = _top(np.where(found, emb.score(rows), -np.inf), n)   # the model's score on the union
+    return {m: out[m] for m in merges}
+
+
+def merged_top(emb, rows: np.ndarray, n: int, merge: str = "max") -> np.ndarray:
+    """(B, n) item_idx of the merged per-interest retrieval under ``merge``, best first."""
+    return merged_tops(emb, rows, n, (merge,))[merge]
 
 
 def evaluate(data, emb, cfg) -> dict:
@@ -93,18 +93,19 @@ def evaluate(data, emb, cfg) -> dict:
     if len(rows) == 0:
         raise Skip("needs methods fitted without held-out users (the suite's user-holdout fit); "
                    "a method fitted on every user cannot be scored")
+    merges = tuple(dict.fromkeys([cfg.mi_merge, "max"]))   # ComiRec's merge beside the configured one
     out = {"recall@20": [], "recall@50": [], "hit_rate@50": []}
-    if cfg.mi_merge != "max":
-        out["recall@50_max_merge"] = []   # ComiRec's merge beside the configured one, for comparison
+    if len(merges) > 1:
+        out["recall@50_max_merge"] = []
     for s in range(0, len(rows), 512):
         chunk = rows[s:s + 512]
-        top = merged_top(emb, chunk, 50, cfg.mi_merge)
-        top_max = merged_top(emb, chunk, 50, "max") if "recall@50_max_merge" in out else None
+        tops = merged_tops(emb, chunk, 50, merges)
+        top = tops[cfg.mi_merge]
         for j, u in enumerate(chunk):
             t = np.unique(data.test_targets(u))
             out["recall@20"].append(recall_at_k(top[j], t, 20))
             out["recall@50"].append(recall_at_k(top[j], t, 50))
             out["hit_rate@50"].append(hit_rate_at_k(top[j], t, 50))
-            if top_max is not None:
-                out["recall@50_max_merge"].append(recall_at_k(top_max[j], t, 50))
+            if len(merges) > 1:
+                out["recall@50_max_merge"].append(recall_at_k(tops["max"][j], t, 50))
     return {k: float(np.mean(v)) for k, v in out.items()}
