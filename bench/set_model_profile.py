@@ -14,6 +14,10 @@ the whole test input (train + valid events, as ``user_vector`` and ALS read it),
 ``bench/user_vectors.py`` (80 % of the labelled users, KFold seed 0; probes cross-validated within
 them); held-out and test as there. ALS is the bench's, fitted with the seed. The defaults ``train.profile_keep`` and
 ``train.profile_steps`` come from this grid.
+
+Also printed, not part of the choice: ALS's fold-in (``embedder.fold_in``) over the chosen head's own
+output table E_out, at the ALS baseline's alpha and regularisations 1 and 10, alone and after the
+head's vector: whether the head's co-occurrence tables, read the ALS way, pass ALS's factors.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ GRID = [(0.3, 1000), (0.5, 1000), (0.8, 1000), (0.5, 2250)]   # keep x steps (~6
 
 def set_model(train_sets: list, n_items: int, d: int, keep: float, steps: int, seed: int):
     """The package's profile head (guim_features/model/profile.py) trained alone on per-user arrays of
-    distinct item_idx, with a seeded initialisation; returns its encode(sets) -> (B, d)."""
+    distinct item_idx, with a seeded initialisation; returns it (``encode(sets)`` -> (B, d))."""
     import torch
 
     from guim_features.model.profile import ProfileHead, fit_profile
@@ -36,7 +40,7 @@ def set_model(train_sets: list, n_items: int, d: int, keep: float, steps: int, s
     torch.manual_seed(seed)
     head = ProfileHead(n_items, d)
     fit_profile(head, train_sets, steps, keep, seed=seed)
-    return head.encode
+    return head
 
 
 def main() -> None:
@@ -55,6 +59,8 @@ def main() -> None:
     from guim_features.downstream.metrics import spread
     from guim_features.downstream.tasks import user_profile
     from guim_features.data import catalogue_items
+    from guim_features.embedder import fold_in
+    from guim_features.schemas import FIRST_ITEM_INDEX
 
     cfg = load_config(args.workspace, args.overrides)
     torch.set_num_threads(cfg.bench.threads)
@@ -65,16 +71,24 @@ def main() -> None:
     choice, held = next(KFold(cfg.bench.probe_folds, shuffle=True, random_state=0).split(labelled))
     choice, held = labelled[choice], labelled[held]
     load0 = os.getloadavg()
-    rows, valids = {"profile head alone (chosen on valid)": [], "ALS user factors": []}, []
+    folds = {f"fold-in over the head's E_out, reg {r:g}": r for r in (1.0, 10.0)}
+    rows = {"profile head alone (chosen on valid)": [], **{n: [] for n in folds},
+            "head + fold-in over its E_out, reg 1": [], "ALS user factors": []}
+    valids = []
     for seed in args.seeds:
         t = time.perf_counter()
-        cands = {f"keep {k}, {n} steps": set_model(train_sets, data.n_items, 64, k, n, seed)(test_sets)
-                 for k, n in GRID}
+        heads = {f"keep {k}, {n} steps": set_model(train_sets, data.n_items, 64, k, n, seed) for k, n in GRID}
+        cands = {name: head.encode(test_sets) for name, head in heads.items()}
         best, valid = user_profile.choose_on_valid(cands, data, cfg.bench, choice)
-        als = ALS(cfg).embed(data, seed).user_matrix()
+        e_out = heads[best].out.weight.detach().float().cpu().numpy().copy()
+        e_out[:FIRST_ITEM_INDEX] = 0                                    # reserved rows: no item
+        extra = {n: fold_in(e_out, test_sets, cfg.bench.als_alpha, r) for n, r in folds.items()}
+        extra["head + fold-in over its E_out, reg 1"] = np.concatenate(
+            [cands[best], extra["fold-in over the head's E_out, reg 1"]], 1)
+        extra["ALS user factors"] = ALS(cfg).embed(data, seed).user_matrix()
         valids.append(valid)
         for name, x, v in (("profile head alone (chosen on valid)", cands[best], valid[best]),
-                           ("ALS user factors", als, user_profile.score(als, data, cfg.bench, choice)["mean"])):
+                           *((n, x, user_profile.score(x, data, cfg.bench, choice)["mean"]) for n, x in extra.items())):
             rows[name].append({"valid": v, "held_out": user_profile.score(x, data, cfg.bench, held)["mean"],
                                "test": user_profile.score(x, data, cfg.bench)})
         print(f"seed {seed}: chosen {best!r} (valid {', '.join(f'{k}: {v:.4f}' for k, v in valid.items())}); "
