@@ -71,10 +71,7 @@ def main() -> None:
     choice, held = next(KFold(cfg.bench.probe_folds, shuffle=True, random_state=0).split(labelled))
     choice, held = labelled[choice], labelled[held]
     load0 = os.getloadavg()
-    folds = {f"fold-in over the head's E_out, reg {r:g}": r for r in (1.0, 10.0)}
-    rows = {"profile head alone (chosen on valid)": [], **{n: [] for n in folds},
-            "head + fold-in over its E_out, reg 1": [], "ALS user factors": []}
-    valids = []
+    rows, valids = {}, []                      # row name -> per-seed scores, in the order first scored
     for seed in args.seeds:
         t = time.perf_counter()
         heads = {f"keep {k}, {n} steps": set_model(train_sets, data.n_items, 64, k, n, seed) for k, n in GRID}
@@ -82,14 +79,14 @@ def main() -> None:
         best, valid = user_profile.choose_on_valid(cands, data, cfg.bench, choice)
         e_out = heads[best].out.weight.detach().float().cpu().numpy().copy()
         e_out[:FIRST_ITEM_INDEX] = 0                                    # reserved rows: no item
-        extra = {n: fold_in(e_out, test_sets, cfg.bench.als_alpha, r) for n, r in folds.items()}
-        extra["head + fold-in over its E_out, reg 1"] = np.concatenate(
-            [cands[best], extra["fold-in over the head's E_out, reg 1"]], 1)
+        folded = {r: fold_in(e_out, test_sets, cfg.bench.als_alpha, r) for r in (1.0, 10.0)}
+        extra = {f"fold-in over the head's E_out, reg {r:g}": x for r, x in folded.items()}
+        extra["head + fold-in over its E_out, reg 1"] = np.concatenate([cands[best], folded[1.0]], 1)
         extra["ALS user factors"] = ALS(cfg).embed(data, seed).user_matrix()
         valids.append(valid)
         for name, x, v in (("profile head alone (chosen on valid)", cands[best], valid[best]),
                            *((n, x, user_profile.score(x, data, cfg.bench, choice)["mean"]) for n, x in extra.items())):
-            rows[name].append({"valid": v, "held_out": user_profile.score(x, data, cfg.bench, held)["mean"],
+            rows.setdefault(name, []).append({"valid": v, "held_out": user_profile.score(x, data, cfg.bench, held)["mean"],
                                "test": user_profile.score(x, data, cfg.bench)})
         print(f"seed {seed}: chosen {best!r} (valid {', '.join(f'{k}: {v:.4f}' for k, v in valid.items())}); "
               f"{time.perf_counter() - t:.0f}s", flush=True)

@@ -68,10 +68,10 @@ def merged_tops(emb, rows: np.ndarray, n: int, merges=MERGES) -> dict:
     if bad:
         raise GuimError(f"bench.mi_merge must be one of {', '.join(MERGES)}, got {bad[0]!r}")
     union = "model" in merges and emb.users.shape[1] > 1
+    n = min(n, len(emb.items) - FIRST_ITEM_INDEX)
     best = found = None                         # (B, V) max_k s_k; True where in some interest's top n
     for s in each_interest_scores(emb, rows):
         s[:, :FIRST_ITEM_INDEX] = -np.inf
-        n = min(n, s.shape[1] - FIRST_ITEM_INDEX)
         best = s if best is None else np.maximum(best, s)
         if union:
             found = np.zeros(s.shape, dtype=bool) if found is None else found
