@@ -1,7 +1,7 @@
 """Serving benchmark: online lookup + multi-interest retrieval.
 
     python bench/serving.py [--items 100000] [--users 20000] [--lookups 2000] [--k 20] [--K 4] [--d 64]
-                            [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]
+                            [--seen 0] [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]
 
 Unit-norm vectors: ``clustered`` (default; items around 200 random centres, user interests near
 items, as trained embeddings are) or ``uniform`` on the sphere. HNSW search time DOES depend on
@@ -13,7 +13,10 @@ them: uniform vectors (no structure) are its worst case, ~2.5x slower here. For 
 - p50 / p95 / p99 latency over ``--lookups`` random users of: one ``guim recommend`` call
   (Feast lookup of K vectors + weights + version, HNSW search per interest, exact merge),
   next to its two floors: Feast's bare ``get_online_features`` for the same features, and the
-  index search alone (K queries, one thread).
+  index search alone (K queries, one thread);
+- with ``--seen N``: every user row holds N seen item ids, and a fourth path is timed,
+  ``recommend(..., exclude_seen=True)`` (the lookup then also reads those N ids, and each interest
+  searches N items deeper).
 """
 from __future__ import annotations
 
@@ -42,8 +45,9 @@ def _clustered(rng, n: int, d: int, centres, noise: float = 0.35):
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str = "clustered"):
-    """Random gold tables (pyarrow) of one snapshot, model version 'bench'."""
+def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str = "clustered", seen: int = 0):
+    """Random gold tables (pyarrow) of one snapshot, model version 'bench'; ``seen`` > 0: each user
+    row holds that many distinct random item ids as seen_items."""
     import pyarrow as pa
 
     from guim_features.views import nested_lists
@@ -60,6 +64,11 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
     users = pa.table({"user_id": [f"u{i}" for i in range(n_users)],
                       "interests": nested_lists(inter, d, K), "weights": nested_lists(w, K),
                       "model_version": ["bench"] * n_users, "event_timestamp": ts.take([0] * n_users)})
+    if seen:
+        ids = rng.random((n_users, n_items)).argsort(1)[:, :seen] if n_users * n_items <= 5e7 else \
+            np.stack([rng.choice(n_items, seen, replace=False) for _ in range(n_users)])
+        users = users.append_column("seen_items", pa.array([[f"i{j}" for j in row] for row in ids.tolist()],
+                                                            pa.list_(pa.string())))
     items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": nested_lists(vecs, d),
                       "model_version": ["bench"] * n_items, "event_timestamp": ts.take([0] * n_items)})
     return users, items
@@ -92,7 +101,7 @@ def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> di
     for uid in sample[:50]:                                                      # warm-up
         rec.recommend(uid, args.k)
     # interleaved per user, so the three paths see the same machine noise
-    lookup, search, full = [], [], []
+    lookup, search, full, seen = [], [], [], []
     for uid in sample:
         q = inter[int(uid[1:])]                                                  # (K, d)
         t0 = time.perf_counter()
@@ -106,7 +115,13 @@ def one_store(kind: str, conn: str, users, items, index, args, root: Path) -> di
         search.append(t2 - t1)
         full.append(t3 - t2)
         assert len(r.items) == args.k and not r.fallback
+        if args.seen:
+            r = rec.recommend(uid, args.k, exclude_seen=True)
+            seen.append(time.perf_counter() - t3)
+            assert len(r.items) == args.k and r.seen_excluded == args.seen
     out.update(lookup=pct(lookup), search=pct(search), recommend=pct(full))
+    if args.seen:
+        out["recommend_exclude_seen"] = pct(seen)
     return out
 
 
@@ -118,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--K", type=int, default=4)
     p.add_argument("--d", type=int, default=64)
+    p.add_argument("--seen", type=int, default=0, help="seen item ids per user row (0: none); times exclude_seen")
     p.add_argument("--redis", help="use this Redis (host:port) instead of starting one")
     p.add_argument("--stores", default="sqlite,redis")
     p.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered")
@@ -127,14 +143,14 @@ def main(argv=None) -> int:
     from guim_features.ann import ItemIndex
     from guim_features.redis_store import redis_server
 
-    users, items = gold(args.users, args.items, args.K, args.d, vectors=args.vectors)
+    users, items = gold(args.users, args.items, args.K, args.d, vectors=args.vectors, seen=args.seen)
     t0 = time.perf_counter()
     from guim_features import publish
 
     index = ItemIndex.build(items["item_id"].to_pylist(), publish.matrix(items["vector"]), "bench", K=args.K,
                             score="max")
     build_s = time.perf_counter() - t0
-    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "vectors")},
+    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "vectors", "seen")},
                "index_build_s": build_s}
     root = Path(tempfile.mkdtemp(prefix="guim_bench_"))
     try:
@@ -147,14 +163,16 @@ def main(argv=None) -> int:
             print(f"{kind}: done", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    load = os.getloadavg()[0]
     print(f"\nServing: {args.lookups} random users, {args.items:,} {args.vectors} items, K={args.K}, d={args.d}, k={args.k} "
-          f"(HNSW M=32, efSearch 64, 1 thread; index built in {build_s:.1f}s)\n")
+          f"(HNSW M=32, efSearch 64, 1 thread; index built in {build_s:.1f}s; load average {load:.1f} on {os.cpu_count()} CPUs at the end)\n")
     print("| store | path | p50 ms | p95 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
     for kind in args.stores.split(","):
         r = results[kind]
-        for name, key in (("recommend (lookup + retrieval)", "recommend"), ("floor: Feast get_online_features",
-                                                                              "lookup"),
-                          ("floor: index search alone", "search")):
+        paths = [("recommend (lookup + retrieval)", "recommend")] + (
+            [(f"recommend, exclude_seen ({args.seen} seen ids)", "recommend_exclude_seen")] if args.seen else []) + [
+            ("floor: Feast get_online_features", "lookup"), ("floor: index search alone", "search")]
+        for name, key in paths:
             q = r[key]
             print(f"| {kind} | {name} | {q['p50']:.3f} | {q['p95']:.3f} | {q['p99']:.3f} |")
     if args.out:

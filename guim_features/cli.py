@@ -80,7 +80,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--exclude", nargs="+", metavar="ITEM_ID", default=[],
                        help="never recommend these items (e.g. what the user already bought)")
         p.add_argument("--exclude-seen", action="store_true", dest="exclude_seen",
-                       help="never recommend an item the user has any event with in bronze events")
+                       help="never recommend the user's seen_items (their events before the published "
+                            "snapshot; the bronze events where the published view predates seen_items)")
     elif name == "bench":
         p.add_argument("--model-uri", dest="model_uri",
                        help="registered model benchmarked as method 'model' (default: bench.model_uri)")

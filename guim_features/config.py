@@ -105,6 +105,9 @@ class EmbedConfig:
     model_uri: str = opt("models:/guim@challenger", "Registered model to export with (`--model-uri` wins)")
     batch_size: int = opt(512, "Users or items per inference batch inside each Spark task")
     partitions: int = opt(2, "Spark partitions for batch inference (one model copy per task)")
+    seen_max: int = opt(500, "Items kept in a snapshot's seen_items (the newest distinct ones before its as-of "
+                             "time, newest first); 0 = no seen_items")
+    seen_behaviors: list = opt([], "Behaviours whose items count as seen ([] = every behaviour)")
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def run(cfg, args) -> int:
     print(f"\n== guim recommend " + "=" * 51, flush=True)
     user = cfg.demo.user or _first_user(cfg)
     t0 = time.perf_counter()
-    print(format_table(recommend(cfg, user, cfg.demo.k)))
+    print(format_table(recommend(cfg, user, cfg.demo.k, exclude_seen=True)))
     times["recommend"] = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     ws = Path(cfg.workspace).resolve()
@@ -102,5 +102,5 @@ def run(cfg, args) -> int:
           f"(mlflow ui --backend-store-uri {cfg.mlflow_uri})")
     print(f"  feast repo    {repo_dir(cfg)}  views user_interests, item_embedding; service guim_embeddings_v1")
     print(f"  item index    {ann_dir(cfg)}  {_size(ann_dir(cfg))}")
-    print(f"  next          guim recommend {user} --workspace {cfg.workspace}")
+    print(f"  next          guim recommend {user} --exclude-seen --workspace {cfg.workspace}")
     return 0

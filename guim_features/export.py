@@ -54,10 +54,11 @@ from .views import nested_lists
 
 ITEM_STAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PARTITIONS = ["model_version", "snapshot_date"]
-USER_SCHEMA = "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, profile ARRAY<FLOAT>, as_of LONG"
+USER_SCHEMA = ("user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, profile ARRAY<FLOAT>, "
+               "seen_items ARRAY<STRING>, as_of LONG")
 ITEM_SCHEMA = "item_id STRING, vector ARRAY<FLOAT>"
 WINDOW_SCHEMA = ("user_id STRING, as_of LONG, item_idx ARRAY<LONG>, behavior ARRAY<LONG>, gaps ARRAY<LONG>, "
-                 "history ARRAY<LONG>")
+                 "history ARRAY<LONG>, seen_items ARRAY<STRING>")
 USER_RESULT = "interests ARRAY<FLOAT>, weights ARRAY<FLOAT>, profile ARRAY<FLOAT>"   # the pyfunc's output (flat K*d)
 USER_RESULT_V0 = "interests ARRAY<FLOAT>, weights ARRAY<FLOAT>"   # a version registered before profile existed
 ITEM_RESULT = "vector ARRAY<FLOAT>"
@@ -179,12 +180,25 @@ def histories(events, index, behaviors: list, gap_buckets: int, before_s: int, s
         "existing", F.coalesce("existing", F.array().cast("array<long>")))
 
 
-def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 4096):
-    """histories DataFrame -> (user_id, as_of seconds, item_idx, behavior, gaps, history): one row per
-    snapshot :func:`plan_snapshots` asks for, holding the user's newest ``max_len`` events before it
-    (the model's input columns, typed as its signature declares them) and ``history``, the distinct
-    item_idx of ALL their events before it (what the pyfunc's ``profile`` folds in)."""
+def newest_distinct(items: np.ndarray, n: int) -> np.ndarray:
+    """The distinct values of ``items`` (oldest first) ordered by their latest occurrence, newest
+    first, at most ``n`` of them."""
+    rev = items[::-1]
+    _, first = np.unique(rev, return_index=True)                # each value's newest position
+    return rev[np.sort(first)[:n]]
+
+
+def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 4096, item_ids=None,
+                  seen_max: int = 0, seen_codes=None):
+    """histories DataFrame -> (user_id, as_of seconds, item_idx, behavior, gaps, history, seen_items):
+    one row per snapshot :func:`plan_snapshots` asks for, holding the user's newest ``max_len`` events
+    before it (the model's input columns, typed as its signature declares them), ``history``, the
+    distinct item_idx of ALL their events before it (what the pyfunc's ``profile`` folds in), and
+    ``seen_items``: the item ids of those events, distinct, newest first, at most ``seen_max``
+    (``item_ids``: a Spark broadcast of the item id per item_idx; ``seen_codes``: the behaviour codes
+    that count, None = every one). Null when ``seen_max`` is 0."""
     times = np.asarray(sorted(times_s), np.int64)
+    codes = None if seen_codes is None else np.asarray(sorted(seen_codes), np.int64)
 
     def fn(batches):
         import pyarrow as pa
@@ -216,10 +230,47 @@ def as_of_windows(hist, times_s: list[int], max_len: int, rows_per_batch: int = 
                 history = pa.ListArray.from_arrays(pa.array(h_off), pa.array(np.concatenate(seen).astype(np.int64)))
                 yield pa.RecordBatch.from_arrays(
                     [ids.take(pa.array(users[s:s + rows_per_batch], pa.int64())),
-                     pa.array(stamps[s:s + rows_per_batch], pa.int64()), *window, history],
-                    names=["user_id", "as_of", "item_idx", "behavior", "gaps", "history"])
+                     pa.array(stamps[s:s + rows_per_batch], pa.int64()), *window, history,
+                     seen_column([off[users[j]] for j in range(s, s + len(a))], z, it, be)],
+                    names=["user_id", "as_of", "item_idx", "behavior", "gaps", "history", "seen_items"])
+
+    def seen_column(starts, stops, it, be):
+        import pyarrow as pa
+
+        if not seen_max:
+            return pa.nulls(len(stops), pa.list_(pa.string()))
+        names = item_ids.value
+        rows = []
+        for a, z in zip(starts, stops):
+            items = it[a:z] if codes is None else it[a:z][np.isin(be[a:z], codes)]
+            rows.append(names[newest_distinct(items, seen_max)])
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+        flat = np.concatenate(rows) if rows else np.array([], object)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.tolist(), pa.string()))
 
     return hist.select("user_id", "item_idx", "behavior", "gaps", "t", "existing").mapInArrow(fn, WINDOW_SCHEMA)
+
+
+def _item_names(spark, index):
+    """A Spark broadcast of the item id per item_idx (None where no item has the index)."""
+    t = index.select("item_idx", "item_id").toArrow()
+    idx = t["item_idx"].to_numpy()
+    names = np.full(int(idx.max()) + 1 if len(idx) else 1, None, dtype=object)
+    names[idx] = np.asarray(t["item_id"].to_pylist(), dtype=object)
+    return spark.sparkContext.broadcast(names)
+
+
+def seen_codes(cfg) -> list[int] | None:
+    """The behaviour codes (1-based positions in ingest.behaviors, as in the sequences) of
+    embed.seen_behaviors; None for every behaviour."""
+    want = list(cfg.embed.seen_behaviors or [])
+    if not want:
+        return None
+    known = list(cfg.ingest.behaviors)
+    unknown = [b for b in want if b not in known]
+    if unknown:
+        raise GuimError(f"embed.seen_behaviors names {unknown}, which are not in ingest.behaviors {known}")
+    return [known.index(b) + 1 for b in want]
 
 
 def model_outputs(model_uri: str) -> set:
@@ -260,21 +311,22 @@ def model_udf(spark, model_uri: str, kind: str, batch_size: int = 0, max_item_id
 
 
 def encode_users(windows, udf, K: int, d: int, normalize: bool = False, profile: bool = True):
-    """as_of_windows DataFrame -> (user_id, interests K x d, weights K, profile d, as_of seconds),
-    through ``udf`` (:func:`model_udf` for users, or any UDF with the same columns in and out);
-    ``profile=False``: a UDF without the profile output (the column is then null)."""
+    """as_of_windows DataFrame -> (user_id, interests K x d, weights K, profile d, seen_items, as_of
+    seconds), through ``udf`` (:func:`model_udf` for users, or any UDF with the same columns in and
+    out); ``profile=False``: a UDF without the profile output (the column is then null)."""
     from pyspark.sql import functions as F
 
     inputs = ["item_idx", "behavior", "gaps"] + (["history"] if profile else [])
-    out = windows.select("user_id", "as_of", udf(F.struct(*inputs)).alias("m"))
+    out = windows.select("user_id", "as_of", "seen_items", udf(F.struct(*inputs)).alias("m"))
     p = F.col("m.profile") if profile else F.lit(None).cast("array<float>")
-    return shape_users(out.select("user_id", "m.interests", "m.weights", p.alias("profile"), "as_of"), K, d, normalize)
+    return shape_users(out.select("user_id", "m.interests", "m.weights", p.alias("profile"), "seen_items", "as_of"),
+                       K, d, normalize)
 
 
 def shape_users(flat, K: int, d: int, normalize: bool = False):
-    """(user_id, interests K*d flat, weights, profile, as_of) -> USER_SCHEMA rows: interests nested
-    K x d, L2-normalised per interest when ``normalize`` (cosine models; numpy float32, as the model
-    scores). The profile is kept as the pyfunc made it (a regression output, not a direction)."""
+    """(user_id, interests K*d flat, weights, profile, seen_items, as_of) -> USER_SCHEMA rows: interests
+    nested K x d, L2-normalised per interest when ``normalize`` (cosine models; numpy float32, as the
+    model scores). The profile is kept as the pyfunc made it (a regression output, not a direction)."""
 
     def fn(batches):
         import pyarrow as pa
@@ -285,10 +337,17 @@ def shape_users(flat, K: int, d: int, normalize: bool = False):
             if normalize:
                 interests = _l2(interests)
             yield pa.RecordBatch.from_arrays([b.column("user_id"), nested_lists(interests, d, K),
-                                              b.column("weights"), b.column("profile"), b.column("as_of")],
-                                             names=["user_id", "interests", "weights", "profile", "as_of"])
+                                              b.column("weights"), b.column("profile"), b.column("seen_items"),
+                                              b.column("as_of")],
+                                             names=["user_id", "interests", "weights", "profile", "seen_items",
+                                                    "as_of"])
 
-    return flat.select("user_id", "interests", "weights", "profile", "as_of").mapInArrow(fn, USER_SCHEMA)
+    cols = ["user_id", "interests", "weights", "profile", "seen_items", "as_of"]
+    if "seen_items" not in flat.columns:
+        from pyspark.sql import functions as F
+
+        flat = flat.withColumn("seen_items", F.lit(None).cast("array<string>"))
+    return flat.select(*cols).mapInArrow(fn, USER_SCHEMA)
 
 
 def encode_items(item_features, udf, normalize: bool = False):
@@ -442,7 +501,8 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     local_model = mlflow.artifacts.download_artifacts(artifact_uri=version_uri)
     profile = "profile" in model_outputs(local_model)
     udf = model_udf(spark, local_model, "users", cfg.embed.batch_size, max_item_idx, profile)
-    windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len)
+    windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len, item_ids=_item_names(spark, index),
+                            seen_max=cfg.embed.seen_max, seen_codes=seen_codes(cfg))
     users = encode_users(windows, udf, emb.K, emb.d, normalize, profile)
     counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
     t_users = time.perf_counter() - t0

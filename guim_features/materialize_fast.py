@@ -282,6 +282,17 @@ def _optional_float_lists(table, column: str) -> list[bytes]:
     return out
 
 
+def _optional_string_lists(table, column: str) -> list[bytes]:
+    """A list<string> column that may be missing or hold nulls -> serialised
+    ``ValueProto(string_list_val=...)``, an empty ValueProto (Feast's null) for a missing value."""
+    from feast.protos.feast.types.Value_pb2 import StringList, Value
+
+    if column not in table.column_names:
+        return [b""] * table.num_rows
+    return [b"" if v is None else Value(string_list_val=StringList(val=v)).SerializeToString()
+            for v in table[column].to_pylist()]
+
+
 def write_users(store, users, k: int, progress=None) -> int:
     """Gold user rows (one per user) -> the online user view, vectorised."""
     from .views import USER_VIEW, matrix
@@ -292,6 +303,7 @@ def write_users(store, users, k: int, progress=None) -> int:
     values = {f"interest_{i}": encode_float_lists(inter[:, i, :]) for i in range(k)}
     values["weights"] = encode_float_lists(matrix(users["weights"]))         # (N, K)
     values["profile"] = _optional_float_lists(users, "profile")
+    values["seen_items"] = _optional_string_lists(users, "seen_items")
     values["model_version"] = _strings(users["model_version"])
     return write_view(store, USER_VIEW, "user_id", users["user_id"].to_pylist(), values, _event_us(users),
                       progress)

@@ -157,15 +157,16 @@ def store_yaml(cfg) -> dict:
     return doc
 
 
-def spark_query(cfg, name: str, k: int, model_version: str, has_profile: bool = True) -> str:
+def spark_query(cfg, name: str, k: int, model_version: str, has: frozenset = frozenset({"profile", "seen_items"})) -> str:
     """Spark SQL over the gold Delta table, one model version (partition-pruned), with the K interests
-    as K columns (Feast lists are flat). ``has_profile=False``: a user table exported before the
-    profile column existed; the query reads it as null, as the file store does."""
+    as K columns (Feast lists are flat). ``has``: the optional user columns the table holds; one
+    missing (a table exported before it existed) is read as null, as the file store does."""
     where = "WHERE model_version = '" + str(model_version).replace("'", "") + "'"
     if name == "user_embeddings":
         cols = ", ".join(f"interests[{i}] AS interest_{i}" for i in range(k))
-        profile = "profile" if has_profile else "CAST(NULL AS ARRAY<FLOAT>) AS profile"
-        return (f"SELECT user_id, {cols}, weights, {profile}, model_version, event_timestamp "
+        profile = "profile" if "profile" in has else "CAST(NULL AS ARRAY<FLOAT>) AS profile"
+        seen = "seen_items" if "seen_items" in has else "CAST(NULL AS ARRAY<STRING>) AS seen_items"
+        return (f"SELECT user_id, {cols}, weights, {profile}, {seen}, model_version, event_timestamp "
                 f"FROM delta.`{cfg.table(name)}` {where}")
     return f"SELECT item_id, vector, model_version, event_timestamp FROM delta.`{cfg.table(name)}` {where}"
 
@@ -215,8 +216,8 @@ def write_repo(cfg, k: int, d: int, model_version: str, users, items) -> tuple[P
                                                   + yaml.safe_dump(store_yaml(cfg), sort_keys=False))
     rows = {}
     if cfg.publish.offline_store == "spark":
-        has_profile = "profile" in users.schema.names
-        sources = {n: spark_query(cfg, n, k, model_version, has_profile)
+        has = frozenset(users.schema.names) & {"profile", "seen_items"}
+        sources = {n: spark_query(cfg, n, k, model_version, has)
                    for n in ("user_embeddings", "item_embeddings")}
     else:
         sources = {"user_embeddings": str(repo / "data" / "user_embeddings.parquet"),

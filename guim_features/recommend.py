@@ -12,10 +12,14 @@ Each item is reported with the interest that gave it its score, that interest's 
 score. Vectors and index from different model versions are refused; a user the online store
 lacks gets the popular items recorded at publish time, flagged as a fallback.
 
-Items the caller names in ``exclude`` (what the user already bought, say; the service usually
-holds that list) are never returned, fallback included: each interest then searches that many
-items deeper, so ``k`` items still come back. ``--exclude-seen`` on the command line excludes every
-item of the user's bronze events (:func:`seen_items`).
+Items the caller names in ``exclude`` are never returned, fallback included: each interest then
+searches that many items deeper, so ``k`` items still come back. ``exclude_seen=True`` (the CLI's
+``--exclude-seen``) also excludes the user's ``seen_items``, read in the same online lookup: the
+items of their events before the snapshot (``guim embed``), newest first, at most ``embed.seen_max``.
+Events after the snapshot are not in it; a service passes those (the session's purchases) in
+``exclude``. A repository published before the feature existed has no ``seen_items``: the API
+raises; a snapshot exported before it existed holds none: ``seen_excluded`` is then None. In both
+cases the CLI excludes the user's bronze events instead (:func:`seen_items`), and says so.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ class Recommendation:
     model_version: str | None
     items: list[dict] = field(default_factory=list)   # {item_id, score, interest, weight}
     fallback: bool = False                              # True: popular items, the user is unknown
+    seen_excluded: int | None = None                    # exclude_seen: how many seen items were excluded
+                                                        # (None: the row has no seen_items)
 
 
 class Recommender:
@@ -57,14 +63,19 @@ class Recommender:
             raise GuimError(f"unknown score rule {self.rule!r} in the index meta (expected max or lse)")
         self.tau = float(self.index.meta.get("temperature", 1.0))
         self.candidates = int(cfg.publish.candidates)
+        self.has_seen = "seen_items" in {f.name for f in store.get_feature_view(USER_VIEW).features}
         self.features = [f"{USER_VIEW}:interest_{k}" for k in range(self.K)] + [
             f"{USER_VIEW}:weights", f"{USER_VIEW}:model_version"]
         self.redis = cfg.publish.redis if cfg.publish.online_store == "redis" else None
 
-    def lookup(self, user_id: str) -> dict:
-        """The user's row from the online store (values None when unknown)."""
+    def lookup(self, user_id: str, seen: bool = False) -> dict:
+        """The user's row from the online store (values None when unknown); ``seen``: with seen_items
+        (up to embed.seen_max ids, so only read when asked for)."""
+        from .publish import USER_VIEW
+
+        features = self.features + ([f"{USER_VIEW}:seen_items"] if seen else [])
         try:
-            return self.store.get_online_features(features=self.features,
+            return self.store.get_online_features(features=features,
                                                   entity_rows=[{"user_id": user_id}]).to_dict()
         except Exception as e:
             if self.redis is None:
@@ -73,22 +84,29 @@ class Recommender:
 
             raise redis_error(self.redis, e) from None
 
-    def recommend(self, user_id: str, k: int = 20, exclude=()) -> Recommendation:
-        """The top ``k`` items for ``user_id``; item ids in ``exclude`` are never returned."""
+    def recommend(self, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False) -> Recommendation:
+        """The top ``k`` items for ``user_id``; item ids in ``exclude`` are never returned, nor, with
+        ``exclude_seen``, the user's ``seen_items`` of the online store."""
         if k < 1:
             raise GuimError(f"-k {k}: ask for at least one item")
         if isinstance(exclude, str):
             raise GuimError("exclude takes a list of item ids, not one string")
+        if exclude_seen and not self.has_seen:
+            raise GuimError("the published user view has no seen_items (published before it existed): run "
+                            "`guim embed` and `guim publish` again, or pass the items to exclude")
         banned = {str(i) for i in exclude}
-        row = self.lookup(str(user_id))
+        row = self.lookup(str(user_id), seen=exclude_seen)
         version = row["model_version"][0]
+        seen = row["seen_items"][0] if exclude_seen else None      # None: unknown user or a snapshot without it
+        banned.update(seen or [])
         if version is None:
             popular = [i for i in self.index.meta.get("popular") or [] if i not in banned]
             if not popular:
                 raise GuimError(f"user {user_id!r} is not in the online store (model version "
                                 f"{self.index.model_version}) and no popular items were recorded")
             return Recommendation(str(user_id), None, [{"item_id": i, "score": None, "interest": None,
-                                                         "weight": None} for i in popular[:k]], fallback=True)
+                                                         "weight": None} for i in popular[:k]], fallback=True,
+                                  seen_excluded=None if seen is None else len(seen))
         if version != self.index.model_version:
             raise GuimError(f"user {user_id!r} has vectors of model version {version} but the item index is of "
                             f"version {self.index.model_version}: run `guim publish --model-version "
@@ -110,12 +128,12 @@ class Recommender:
         ids = self.index.item_ids[cand[top]].tolist()
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
                  zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
-        return Recommendation(str(user_id), version, items)
+        return Recommendation(str(user_id), version, items, seen_excluded=None if seen is None else len(seen))
 
 
-def recommend(cfg, user_id: str, k: int = 20, exclude=()) -> Recommendation:
-    """Python API: ``recommend(load_config(ws), "u42", k=20, exclude=["i7"])``."""
-    return Recommender(cfg).recommend(user_id, k, exclude)
+def recommend(cfg, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False) -> Recommendation:
+    """Python API: ``recommend(load_config(ws), "u42", k=20, exclude=["i7"], exclude_seen=True)``."""
+    return Recommender(cfg).recommend(user_id, k, exclude, exclude_seen)
 
 
 def seen_items(cfg, user_id: str) -> list[str]:
@@ -151,7 +169,8 @@ def format_table(rec: Recommendation) -> str:
         head = (f"user {rec.user_id} is not in the online store: FALLBACK to the {len(rec.items)} most popular "
                 f"items (not personalised)")
         return "\n".join([head] + [f"{r + 1:>3}  {it['item_id']}" for r, it in enumerate(rec.items)])
-    lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version})",
+    seen = "" if rec.seen_excluded is None else f"; {rec.seen_excluded} seen items excluded"
+    lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version}{seen})",
              f"{'rank':>4}  {'item_id':<16} {'score':>8}  {'interest':>8}  {'weight':>6}"]
     for r, it in enumerate(rec.items):
         lines.append(f"{r + 1:>4}  {it['item_id']:<16} {it['score']:>8.4f}  {it['interest']:>8}  {it['weight']:>6.3f}")
@@ -161,7 +180,12 @@ def format_table(rec: Recommendation) -> str:
 def run(cfg, args) -> int:
     """CLI entry: prints the recommendation table."""
     exclude = list(getattr(args, "exclude", None) or [])
-    if getattr(args, "exclude_seen", False):
-        exclude += seen_items(cfg, args.user_id)
-    print(format_table(recommend(cfg, args.user_id, args.k, exclude)))
+    want = getattr(args, "exclude_seen", False)
+    rec = Recommender(cfg)
+    out = rec.recommend(args.user_id, args.k, exclude, exclude_seen=want and rec.has_seen)
+    if want and out.seen_excluded is None:
+        print(f"no seen_items online for user {args.user_id} (unknown, or exported before seen_items existed): "
+              "excluding the items of their bronze events instead")
+        out = rec.recommend(args.user_id, args.k, exclude + seen_items(cfg, args.user_id))
+    print(format_table(out))
     return 0

@@ -58,10 +58,12 @@ SCHEMAS: dict[str, str] = {
     # One as-of snapshot per row: computed from the user's events before event_timestamp only.
     # Partitioned by (model_version, snapshot_date = the date of event_timestamp).
     # profile: the fixed-length vector for downstream models (null in rows of a model version
-    # registered before its pyfunc had one).
+    # registered before its pyfunc had one). seen_items: the item ids of the user's events before
+    # event_timestamp, newest first, distinct, at most embed.seen_max (null in rows written before it
+    # existed or with seen_max 0): what a service excludes from recommendations.
     "user_embeddings": "user_id STRING, interests ARRAY<ARRAY<FLOAT>>, weights ARRAY<FLOAT>, "
                        "model_version STRING, event_timestamp TIMESTAMP, snapshot_date DATE, "
-                       "profile ARRAY<FLOAT>",
+                       "profile ARRAY<FLOAT>, seen_items ARRAY<STRING>",
     # One snapshot per model version, stamped 1970-01-01 (valid at every instant; see export.py).
     "item_embeddings": "item_id STRING, vector ARRAY<FLOAT>, model_version STRING, "
                        "event_timestamp TIMESTAMP, snapshot_date DATE",

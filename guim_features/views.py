@@ -29,8 +29,8 @@ def matrix(column, inner: int | None = None) -> np.ndarray:
 
 def user_columns(users, k: int):
     """Gold user rows -> Feast columns: user_id, interest_0..interest_{K-1}, weights, profile,
-    model_version, ts (us). ``profile`` is null where the gold rows have none (a table or model
-    version from before it existed)."""
+    seen_items, model_version, ts (us). ``profile`` and ``seen_items`` are null where the gold rows
+    have none (a table or model version from before they existed)."""
     import pyarrow as pa
 
     inter = matrix(users["interests"])                                       # (N, K, d)
@@ -42,6 +42,8 @@ def user_columns(users, k: int):
     cols["weights"] = users["weights"].cast(pa.list_(pa.float32()))
     cols["profile"] = (users["profile"].cast(pa.list_(pa.float32())) if "profile" in users.column_names
                        else pa.nulls(n, pa.list_(pa.float32())))
+    cols["seen_items"] = (users["seen_items"].cast(pa.list_(pa.string())) if "seen_items" in users.column_names
+                          else pa.nulls(n, pa.list_(pa.string())))
     cols["model_version"] = users["model_version"]
     cols["event_timestamp"] = users["event_timestamp"].cast(pa.timestamp("us", tz="UTC"))
     return pa.table(cols)

@@ -18,11 +18,14 @@ USERS_V2 = {"alice": ([[0, 0, 0, 3], [0, 1, 0, 0]], [0.1, 0.9], [0, 2, 0, 0.25])
             "bob": ([[1, 0, 0, 0], [0, 0, 1, 0]], [0.5, 0.5], [1, 1, 0, 0])}
 
 
-def user_table(users: dict, version: str, ts: datetime, profile: bool = True) -> pa.Table:
-    """``profile=False``: a table written before the profile column existed."""
+def user_table(users: dict, version: str, ts: datetime, profile: bool = True, seen: dict | None = None) -> pa.Table:
+    """``profile=False``: a table written before the profile column existed; ``seen``: user -> seen
+    item ids (None: a table written before the seen_items column existed)."""
     ids = list(users)
     extra = {"profile": pa.array([users[u][2] if len(users[u]) > 2 else None for u in ids],
                                  type=pa.list_(pa.float32()))} if profile else {}
+    if seen is not None:
+        extra["seen_items"] = pa.array([seen.get(u) for u in ids], type=pa.list_(pa.string()))
     return pa.table({
         "user_id": ids,
         "interests": pa.array([users[u][0] for u in ids], type=pa.list_(pa.list_(pa.float32()))),
@@ -43,15 +46,17 @@ def item_table(items: dict, version: str, ts: datetime) -> pa.Table:
         "snapshot_date": pa.array([ts.date()] * len(ids), type=pa.date32())})
 
 
-def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1, item_ts=None, profile=True) -> None:
+def write_gold(cfg, users=USERS_V1, items=ITEMS, version="1", ts=T1, item_ts=None, profile=True,
+               seen=None) -> None:
     """Append one snapshot of both gold tables (partitioned as `guim embed` writes them), with delta-rs;
-    ``profile=False``: a user table as written before the profile column existed."""
+    ``profile=False``: a user table as written before the profile column existed; ``seen``: see
+    :func:`user_table`."""
     from deltalake import write_deltalake
 
     parts = ["model_version", "snapshot_date"]
     if users:
-        write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts, profile), mode="append",
-                        partition_by=parts)
+        write_deltalake(cfg.table("user_embeddings"), user_table(users, version, ts, profile, seen), mode="append",
+                        partition_by=parts, schema_mode="merge" if seen is not None else None)
     if items:
         write_deltalake(cfg.table("item_embeddings"), item_table(items, version, item_ts or ts), mode="append",
                         partition_by=parts)

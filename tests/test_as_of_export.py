@@ -79,7 +79,20 @@ def _gold_users(cfg, version, at=None) -> dict:
     t = t[t["model_version"] == version]
     if at is not None:
         t = t[t["event_timestamp"] == pd.Timestamp(at)]
-    return {r.user_id: (np.stack(r.interests), np.asarray(r.weights), np.asarray(r.profile)) for r in t.itertuples()}
+    return {r.user_id: (np.stack(r.interests), np.asarray(r.weights), np.asarray(r.profile), list(r.seen_items))
+            for r in t.itertuples()}
+
+
+def _seen_by_hand(rows, user, before, behaviors=None) -> list[str]:
+    """Item ids of ``user``'s events with ts < ``before`` (of ``behaviors`` only, if given), distinct,
+    the most recently seen first."""
+    mine = sorted((r for r in rows if r[0] == user and r[3] < before and (behaviors is None or r[2] in behaviors)),
+                  key=lambda r: r[3])
+    out = []
+    for r in reversed(mine):
+        if r[1] not in out:
+            out.append(r[1])
+    return out
 
 
 def _by_hand(cfg, emb, rows, user, before):
@@ -121,6 +134,9 @@ def test_future_events_leave_as_of_vectors_bit_identical(trained, spark):
     assert set(after) == set(before)
     for u in before:
         assert all(np.array_equal(a, b) for a, b in zip(after[u], before[u])), u
+    # seen_items: the ids of every event before T, newest first (u0's item at exactly T is not one)
+    for u in ("u0", "u5", "u11"):
+        assert before[u][3] == _seen_by_hand(rows, u, T), u
     # the export is what the model computes from the events before T (u0's event at exactly T excluded)
     from guim_features.embedder import load_embedder
 
@@ -171,5 +187,32 @@ def test_label_event_never_in_the_joined_snapshot(trained, spark, offline_store)
         assert np.allclose(z, strict, atol=1e-5), (u, ts)
         assert not np.allclose(z, leaky, atol=1e-5), (u, ts)
         assert np.allclose(row["user_interests__profile"], p_strict, atol=1e-5), (u, ts)
+        assert list(row["user_interests__seen_items"]) == _seen_by_hand(rows, u, ts), (u, ts)
         if not any(r[0] == u and r[1] == item and r[3] < ts for r in rows):      # a new item changes the profile
             assert not np.allclose(row["user_interests__profile"], p_leaky, atol=1e-5), (u, ts)
+            assert item not in list(row["user_interests__seen_items"]), (u, ts)
+
+
+def test_seen_items_cap_and_behaviours(trained, spark):
+    """embed.seen_max keeps the newest distinct items; embed.seen_behaviors keeps those behaviours' only."""
+    from guim_features import export
+
+    cfg, rows, version = trained
+    at = T                                               # test (a)'s later events are all at or after T
+    buys = replace(cfg, embed=replace(cfg.embed, seen_max=3, seen_behaviors=["buy", "cart"]))
+    shutil.rmtree(cfg.table("user_embeddings"))          # else unchanged users keep their earlier rows
+    export.export(buys, times=[at], spark=spark, quiet=True)
+    got = _gold_users(cfg, version, at)
+    assert len(got) >= 12
+    for u, (*_, seen) in got.items():
+        assert seen == _seen_by_hand(rows, u, at, {"buy", "cart"})[:3], u
+    with pytest.raises(Exception, match=r"embed.seen_behaviors names \['view'\]"):
+        export.seen_codes(replace(cfg, embed=replace(cfg.embed, seen_behaviors=["view"])))
+
+
+def test_newest_distinct_by_hand():
+    from guim_features.export import newest_distinct
+
+    assert newest_distinct(np.array([5, 7, 5, 9, 7, 7]), 10).tolist() == [7, 9, 5]
+    assert newest_distinct(np.array([5, 7, 5, 9, 7, 7]), 2).tolist() == [7, 9]
+    assert newest_distinct(np.array([], np.int64), 3).tolist() == []

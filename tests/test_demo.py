@@ -37,8 +37,16 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_uri)
     run_id = client.get_model_version("guim", "1").run_id
     assert {a.path for a in client.list_artifacts(run_id, "ann_index/v1")} >= {"ann_index/v1/meta.json"}
-    rec = [line for line in out.splitlines() if line.startswith("top 5 for user")]
-    assert rec and "(model version 1)" in rec[0]
+    lines = out.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("top 5 for user")]
+    assert at and "(model version 1; " in lines[at[0]]
+    # the recommendation excludes what the user had events with: every distinct item of their events
+    user = lines[at[0]].split()[4]
+    events = DeltaTable(cfg.table("events")).to_pandas()
+    seen = set(events.loc[events["user_id"] == user, "item_id"])
+    assert f"; {min(len(seen), 500)} seen items excluded)" in lines[at[0]] and seen
+    shown = [line.split()[1] for line in lines[at[0] + 2:at[0] + 7]]
+    assert len(shown) == 5 and not set(shown) & seen
     assert "== summary" in out and "guim recommend" in out
     assert client.get_model_version("guim", "1").tags["gate.decision"] == "accepted"
 
@@ -49,4 +57,4 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     assert [str(mv.version) for mv in client.search_model_versions("name = 'guim'")] == ["1"]
     assert DeltaTable(cfg.table("user_embeddings")).to_pandas()["user_id"].value_counts().max() == 1
     assert len(DeltaTable(cfg.table("item_embeddings")).to_pandas()) == len(feats)
-    assert "(model version 1)" in out
+    assert "(model version 1; " in out

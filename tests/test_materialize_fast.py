@@ -21,11 +21,15 @@ needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 def _rows(ids, times, seed):
     """Hand-made user rows: ids, (N, K, D) interests, (N, K) weights, (N, D) profiles (every third
-    one missing, as in rows of a model version from before profiles), model version '7', event times."""
+    one missing, as in rows of a model version from before profiles), seen item ids (every fifth
+    missing, every seventh empty, some non-ASCII), model version '7', event times."""
     rng = np.random.default_rng(seed)
     return {"user_id": list(ids), "interests": rng.normal(size=(len(ids), K, D)).astype(np.float32),
             "weights": rng.dirichlet(np.ones(K), size=len(ids)).astype(np.float32),
             "profile": [None if i % 3 == 2 else rng.normal(size=D).astype(np.float32) for i in range(len(ids))],
+            "seen_items": [None if i % 5 == 4 else [] if i % 7 == 6 else
+                           [f"item-{j}" for j in rng.integers(0, 1000, size=1 + i % 4)] + ["é" * (i % 2)]
+                           for i in range(len(ids))],
             "model_version": ["7"] * len(ids), "event_timestamp": list(times)}
 
 
@@ -53,6 +57,7 @@ def feast_user_frame(rows) -> pd.DataFrame:
         df[f"interest_{k}"] = list(rows["interests"][:, k, :])
     df["weights"] = list(rows["weights"])
     df["profile"] = rows["profile"]
+    df["seen_items"] = rows["seen_items"]
     df["model_version"] = rows["model_version"]
     df["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)
     return df
@@ -71,6 +76,7 @@ def gold_users(rows) -> pa.Table:
                      "weights": pa.array(rows["weights"].tolist(), pa.list_(pa.float32())),
                      "profile": pa.array([None if p is None else p.tolist() for p in rows["profile"]],
                                          pa.list_(pa.float32())),
+                     "seen_items": pa.array(rows["seen_items"], pa.list_(pa.string())),
                      "model_version": rows["model_version"],
                      "event_timestamp": pa.array(rows["event_timestamp"], pa.timestamp("us", tz="UTC")),
                      "snapshot_date": pa.array([t.date() for t in rows["event_timestamp"]], pa.date32())})
@@ -150,7 +156,7 @@ def test_sqlite_bytes_equal_feast(tmp_path, value_num):
     expected, got = sqlite_dump(feast_store), sqlite_dump(our_store)
     cols, rows = expected["guim_user_interests"]
     assert ("value_num" in cols) == value_num
-    assert len(rows) == (31 + 2) * (K + 3)               # 31 + 2 new users, K interests + weights + profile + version
+    assert len(rows) == (31 + 2) * (K + 4)   # 31 + 2 new users: K interests + weights, profile, seen_items, version
     assert got == expected
     # Feast's SQLite writer keeps no newer row: the older second write of u00 replaced the first
     assert read_back(feast_store, ["u00"]) == [pytest.approx(SECOND["interests"][0, 0].tolist())]

@@ -36,7 +36,7 @@ def published(tmp_path_factory):
 def test_repo_has_views_from_model_shape(published):
     cfg, store = published
     view = store.get_feature_view("user_interests")
-    assert [f.name for f in view.features] == ["interest_0", "interest_1", "weights", "profile",
+    assert [f.name for f in view.features] == ["interest_0", "interest_1", "weights", "profile", "seen_items",
                                                "model_version"]  # K = 2
     assert [f.name for f in store.get_feature_view("item_embedding").features] == ["vector", "model_version"]
     service = store.get_feature_service("guim_embeddings_v1")

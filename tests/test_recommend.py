@@ -146,11 +146,49 @@ def test_cli_exclude_seen_reads_the_users_events(ws, capsys):
         "source": ["test", "test"]}), mode="append")
     assert seen_items(cfg, "bob") == ["axis0"]
     assert seen_items(cfg, "nobody") == []
-    # bob (model 2): interests e0, e2 -> axis0 1, axis2 1, mix01 .6, mix23 .5
+    # bob (model 2): interests e0, e2 -> axis0 1, axis2 1, mix01 .6, mix23 .5. His snapshot predates
+    # seen_items (the gold rows have no such column), so the CLI says so and reads bronze instead
     assert main(["recommend", "bob", "-k", "2", "--exclude-seen", "--workspace", str(ws)]) == 0
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]] == ["axis2", "mix01"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("no seen_items online for user bob")
+    assert [line.split()[1] for line in out[3:]] == ["axis2", "mix01"]
     assert main(["recommend", "bob", "-k", "2", "--exclude-seen", "--exclude", "mix01", "--workspace", str(ws)]) == 0
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]] == ["axis2", "mix23"]
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[3:]] == ["axis2", "mix23"]
+
+
+def test_exclude_seen_reads_seen_items_in_the_same_lookup(tmp_path, capsys):
+    from guim_features import publish
+    from guim_features.cli import main
+    from guim_features.config import load_config
+    from guim_features.recommend import recommend
+
+    cfg = load_config(tmp_path / "ws")
+    # model 2's snapshots: alice has seen axis3 and axis1, bob nothing yet, carol's row predates the
+    # column (null); bronze says alice bought mix23, which the online path must not read
+    users = {**USERS_V2, "carol": USERS_V2["bob"]}
+    write_gold(cfg, users, ITEMS, "2", T2, seen={"alice": ["axis3", "axis1"], "bob": []})
+    write_events(cfg, {"axis2": 2, "mix01": 1})
+    publish.run(cfg, argparse.Namespace(model_version=None))
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(cfg.table("events"), pa.table({
+        "event_id": ["a1"], "user_id": ["alice"], "item_id": ["mix23"], "behavior": ["buy"],
+        "ts": pa.array([T2], type=pa.timestamp("us", tz="UTC")), "source": ["test"]}), mode="append")
+    # alice (max rule): axis3 3.0, mix23 1.5, axis1 1.0, mix01 0.6, axis0 0, axis2 0
+    rec = recommend(cfg, "alice", 4, exclude_seen=True)
+    assert [i["item_id"] for i in rec.items] == ["mix23", "mix01", "axis0", "axis2"] and rec.seen_excluded == 2
+    rec = recommend(cfg, "alice", 3, exclude=["mix23"], exclude_seen=True)
+    assert [i["item_id"] for i in rec.items] == ["mix01", "axis0", "axis2"]
+    rec = recommend(cfg, "bob", 2, exclude_seen=True)
+    assert [i["item_id"] for i in rec.items] == ["axis0", "axis2"] and rec.seen_excluded == 0
+    assert recommend(cfg, "carol", 2, exclude_seen=True).seen_excluded is None
+    assert recommend(cfg, "alice", 2).seen_excluded is None                   # not asked
+    capsys.readouterr()
+    assert main(["recommend", "alice", "-k", "2", "--exclude-seen", "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "2 seen items excluded" in out[0]
+    assert [line.split()[1] for line in out[2:]] == ["mix23", "mix01"]
 
 
 def test_exclude_seen_without_events_is_a_clear_error(tmp_path):

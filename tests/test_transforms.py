@@ -144,4 +144,4 @@ def test_future_labels_explodes_valid_and_test(spark):
 
 def test_schema_columns_parse_nested_types():
     assert schemas.columns("user_embeddings") == ["user_id", "interests", "weights", "model_version",
-                                                  "event_timestamp", "snapshot_date", "profile"]
+                                                  "event_timestamp", "snapshot_date", "profile", "seen_items"]

@@ -50,6 +50,9 @@ user_interests = FeatureView(
        Field(name="profile", dtype=Array(Float32),
              description=f"the user vector for downstream models, from the whole history ({2 * D} floats: "
                          f"the profile head's {D}, then the fold-in's {D}; {D} for a model without the head)"),
+       Field(name="seen_items", dtype=Array(String),
+             description="item ids of the user's events before the snapshot, distinct, newest first (at most "
+                         "embed.seen_max): what to exclude from recommendations"),
        Field(name="model_version", dtype=String, description="registered model version that made the vectors")],
     source=_source("user_embeddings"),
     online=True,
