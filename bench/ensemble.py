@@ -1,13 +1,16 @@
 """Next-item ranking by several trained models' mean logits (a seed ensemble), beside the first alone.
 
-    python bench/ensemble.py --workspace WS CHECKPOINT [CHECKPOINT ...]
+    python bench/ensemble.py --workspace WS [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
 
 Ranks every user of the valid and test splits exactly as ``guim train``'s final evaluation does
 (the whole catalogue, the user's earlier items excluded, ties against the target) by the mean of
 the models' training logits, and by the first model's alone. It measures how much of the gap to a
 target the seed-to-seed variance accounts for: what averaging N models of the same settings gains
 at N times the cost. The checkpoints must share the workspace's item index (the same
-``guim sequences``). The load average (os.getloadavg) at the start and the end is printed.
+``guim sequences``). ``--dropout-passes T`` adds the first model's MC-dropout ranking: the mean
+log-softmax of T user encodings with dropout on (the catalogue encoded once, without), an ensemble
+inside one model at T times the inference cost. The load average (os.getloadavg) at the start and
+the end is printed.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workspace", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dropout-passes", type=int, default=0, dest="passes",
+                   help="also rank by the first model's mean over this many dropout passes (0: off)")
     p.add_argument("checkpoints", nargs="+", help="model.pt files (checkpoint_dir/model.pt of guim train runs)")
     args = p.parse_args()
     load_start = os.getloadavg()
@@ -47,9 +52,38 @@ def main() -> None:
     for which in ("valid", "test"):
         rows = {"first model": evaluate(models[0], cfg, which, L, 512, cpu),
                 f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, models[0].args["n_items"])}
+        if args.passes:
+            rows[f"first model, mean of {args.passes} dropout passes"] = rank_split(
+                cfg, which, L, 512, dropout_score(models[0], args.passes), models[0].args["n_items"])
         for name, m in rows.items():
             print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in KEYS) + " |")
     print(f"load average at the start {load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+
+
+def dropout_score(model, passes: int):
+    """``score(batch)`` -> (B, V): the mean log-softmax over the catalogue of ``passes`` user
+    encodings with dropout on (seeded, so a rerun repeats it); -inf below FIRST_ITEM_INDEX."""
+    import torch
+
+    from guim_features.schemas import FIRST_ITEM_INDEX
+
+    model.eval()
+    with torch.no_grad():
+        cat = model.catalogue().float()                                      # (V - 3, d)
+
+    def score(b):
+        t = [torch.as_tensor(b[k]) for k in ("items", "behavior", "gaps")]
+        torch.manual_seed(0)
+        total = 0.0
+        with torch.no_grad():
+            model.train()
+            for _ in range(passes):
+                interests, weights = model.encode_users(*t)
+                total = total + torch.log_softmax(model.logits(interests.float(), weights.float(), cat), -1)
+            model.eval()
+        return torch.nn.functional.pad(total / passes, (FIRST_ITEM_INDEX, 0), value=float("-inf")).numpy()
+
+    return score
 
 
 if __name__ == "__main__":

@@ -501,10 +501,15 @@ def export(cfg, model_uri: str | None = None, times: list[datetime] | None = Non
     local_model = mlflow.artifacts.download_artifacts(artifact_uri=version_uri)
     profile = "profile" in model_outputs(local_model)
     udf = model_udf(spark, local_model, "users", cfg.embed.batch_size, max_item_idx, profile)
-    windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len, item_ids=_item_names(spark, index),
+    names = _item_names(spark, index) if cfg.embed.seen_max else None
+    windows = as_of_windows(_spread(hist, n_part), times_s, emb.max_len, item_ids=names,
                             seen_max=cfg.embed.seen_max, seen_codes=seen_codes(cfg))
     users = encode_users(windows, udf, emb.K, emb.d, normalize, profile)
-    counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
+    try:
+        counts = {"user_rows": write_gold(stamp(users, version), paths["user_embeddings"], "user_embeddings")}
+    finally:
+        if names is not None:
+            names.destroy()
     t_users = time.perf_counter() - t0
     old_items = version_rows(spark, paths["item_embeddings"], version)
     if old_items is None or old_items.limit(1).count() == 0:

@@ -206,6 +206,11 @@ def test_seen_items_cap_and_behaviours(trained, spark):
     assert len(got) >= 12
     for u, (*_, seen) in got.items():
         assert seen == _seen_by_hand(rows, u, at, {"buy", "cart"})[:3], u
+    # seen_max 0: no seen_items (null), the vectors as before
+    shutil.rmtree(cfg.table("user_embeddings"))
+    export.export(replace(cfg, embed=replace(cfg.embed, seen_max=0)), times=[at], spark=spark, quiet=True)
+    raw = DeltaTable(cfg.table("user_embeddings")).to_pandas()
+    assert len(raw) == len(got) and raw["seen_items"].isna().all()
     with pytest.raises(Exception, match=r"embed.seen_behaviors names \['view'\]"):
         export.seen_codes(replace(cfg, embed=replace(cfg.embed, seen_behaviors=["view"])))
 
