@@ -66,14 +66,13 @@ class Recommender:
         self.has_seen = "seen_items" in {f.name for f in store.get_feature_view(USER_VIEW).features}
         self.features = [f"{USER_VIEW}:interest_{k}" for k in range(self.K)] + [
             f"{USER_VIEW}:weights", f"{USER_VIEW}:model_version"]
+        self.seen_feature = f"{USER_VIEW}:seen_items"
         self.redis = cfg.publish.redis if cfg.publish.online_store == "redis" else None
 
     def lookup(self, user_id: str, seen: bool = False) -> dict:
         """The user's row from the online store (values None when unknown); ``seen``: with seen_items
         (up to embed.seen_max ids, so only read when asked for)."""
-        from .publish import USER_VIEW
-
-        features = self.features + ([f"{USER_VIEW}:seen_items"] if seen else [])
+        features = self.features + ([self.seen_feature] if seen else [])
         try:
             return self.store.get_online_features(features=features,
                                                   entity_rows=[{"user_id": user_id}]).to_dict()
