@@ -65,8 +65,7 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
                       "interests": nested_lists(inter, d, K), "weights": nested_lists(w, K),
                       "model_version": ["bench"] * n_users, "event_timestamp": ts.take([0] * n_users)})
     if seen:
-        ids = rng.random((n_users, n_items)).argsort(1)[:, :seen] if n_users * n_items <= 5e7 else \
-            np.stack([rng.choice(n_items, seen, replace=False) for _ in range(n_users)])
+        ids = np.stack([rng.choice(n_items, seen, replace=False) for _ in range(n_users)])     # (N, seen)
         users = users.append_column("seen_items", pa.array([[f"i{j}" for j in row] for row in ids.tolist()],
                                                             pa.list_(pa.string())))
     items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": nested_lists(vecs, d),

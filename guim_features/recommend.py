@@ -98,6 +98,7 @@ class Recommender:
         version = row["model_version"][0]
         seen = row["seen_items"][0] if exclude_seen else None      # None: unknown user or a snapshot without it
         banned.update(seen or [])
+        n_seen = None if seen is None else len(seen)
         if version is None:
             popular = [i for i in self.index.meta.get("popular") or [] if i not in banned]
             if not popular:
@@ -105,7 +106,7 @@ class Recommender:
                                 f"{self.index.model_version}) and no popular items were recorded")
             return Recommendation(str(user_id), None, [{"item_id": i, "score": None, "interest": None,
                                                          "weight": None} for i in popular[:k]], fallback=True,
-                                  seen_excluded=None if seen is None else len(seen))
+                                  seen_excluded=n_seen)
         if version != self.index.model_version:
             raise GuimError(f"user {user_id!r} has vectors of model version {version} but the item index is of "
                             f"version {self.index.model_version}: run `guim publish --model-version "
@@ -127,7 +128,7 @@ class Recommender:
         ids = self.index.item_ids[cand[top]].tolist()
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
                  zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
-        return Recommendation(str(user_id), version, items, seen_excluded=None if seen is None else len(seen))
+        return Recommendation(str(user_id), version, items, seen_excluded=n_seen)
 
 
 def recommend(cfg, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False) -> Recommendation:
