@@ -1,10 +1,11 @@
 """Next-item ranking by several trained models' mean logits (a seed ensemble), beside the first alone.
 
-    python bench/ensemble.py --workspace WS [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
+    python bench/ensemble.py --workspace WS [--ks 5 10 20] [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
 
 Ranks every user of the valid and test splits exactly as ``guim train``'s final evaluation does
 (the whole catalogue, the user's earlier items excluded, ties against the target) by the mean of
-the models' training logits, and by the first model's alone. It measures how much of the gap to a
+the models' training logits, and by the first model's alone (Recall and NDCG at each of ``--ks``,
+default 10 and 20: lower cut-offs show where in the list two rankings differ). It measures how much of the gap to a
 target the seed-to-seed variance accounts for: what averaging N models of the same settings gains
 at N times the cost. The checkpoints must share the workspace's item index (the same
 ``guim sequences``). ``--dropout-passes T`` adds the first model's MC-dropout ranking: the mean
@@ -17,9 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 
-KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-
-
 def main() -> None:
     import numpy as np
     import torch
@@ -27,11 +25,12 @@ def main() -> None:
     from guim_features.config import load_config
     from guim_features.embedder import from_checkpoint
     from guim_features.errors import GuimError
-    from guim_features.train import evaluate, rank_split, ranking_score
+    from guim_features.train import rank_split, ranking_score
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workspace", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ks", type=int, nargs="+", default=[10, 20], help="cut-offs of Recall@k and NDCG@k")
     p.add_argument("--dropout-passes", type=int, default=0, dest="passes",
                    help="also rank by the first model's mean over this many dropout passes (0: off)")
     p.add_argument("checkpoints", nargs="+", help="model.pt files (checkpoint_dir/model.pt of guim train runs)")
@@ -47,16 +46,21 @@ def main() -> None:
     scores = [ranking_score(m, cpu) for m in models]
     mean = lambda b: np.mean([s(b) for s in scores], 0)                    # noqa: E731  (B, V)
     print(f"{len(models)} models: {', '.join(args.checkpoints)}")
-    print("| split | ranking | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    ks = tuple(sorted(set(args.ks)))
+    if ks[0] < 1:
+        raise GuimError(f"--ks: cut-offs must be positive, got {args.ks}")
+    keys = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
+    print("| split | ranking | " + " | ".join(k.replace("recall", "Recall").replace("ndcg", "NDCG") for k in keys) + " |")
+    print("| --- | --- |" + " ---: |" * len(keys))
+    V = models[0].args["n_items"]
     for which in ("valid", "test"):
-        rows = {"first model": evaluate(models[0], cfg, which, L, 512, cpu),
-                f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, models[0].args["n_items"])}
+        rows = {"first model": rank_split(cfg, which, L, 512, scores[0], V, ks=ks),
+                f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, V, ks=ks)}
         if args.passes:
             rows[f"first model, mean of {args.passes} dropout passes"] = rank_split(
-                cfg, which, L, 512, dropout_score(models[0], args.passes), models[0].args["n_items"])
+                cfg, which, L, 512, dropout_score(models[0], args.passes), V, ks=ks)
         for name, m in rows.items():
-            print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in KEYS) + " |")
+            print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in keys) + " |")
     print(f"load average at the start {load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
 
 

@@ -1,7 +1,8 @@
 """Serving benchmark: online lookup + multi-interest retrieval.
 
     python bench/serving.py [--items 100000] [--users 20000] [--lookups 2000] [--k 20] [--K 4] [--d 64]
-                            [--seen 0] [--redis HOST:PORT] [--vectors clustered|uniform] [--out results.json]
+                            [--seen 0] [--seen-near 0] [--redis HOST:PORT] [--vectors clustered|uniform]
+                            [--out results.json]
 
 Unit-norm vectors: ``clustered`` (default; items around 200 random centres, user interests near
 items, as trained embeddings are) or ``uniform`` on the sphere. HNSW search time DOES depend on
@@ -15,8 +16,11 @@ them: uniform vectors (no structure) are its worst case, ~2.5x slower here. For 
   next to its two floors: Feast's bare ``get_online_features`` for the same features, and the
   index search alone (K queries, one thread);
 - with ``--seen N``: every user row holds N seen item ids, and a fourth path is timed,
-  ``recommend(..., exclude_seen=True)`` (the lookup then also reads those N ids, and each interest
-  searches N items deeper).
+  ``recommend(..., exclude_seen=True)`` (the lookup then also reads those N ids, and an interest
+  whose search meets seen items searches deeper). ``--seen-near F``: a share F of each row's seen
+  ids are the items nearest its interests (each interest's neighbours in turn, by the index), the
+  rest uniform over the catalogue. F = 0 is the cheap case (seen items rarely near an interest),
+  F = 1 the dearest (every interest's nearest items all seen); a real user's purchases lie between.
 """
 from __future__ import annotations
 
@@ -45,9 +49,8 @@ def _clustered(rng, n: int, d: int, centres, noise: float = 0.35):
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str = "clustered", seen: int = 0):
-    """Random gold tables (pyarrow) of one snapshot, model version 'bench'; ``seen`` > 0: each user
-    row holds that many distinct random item ids as seen_items."""
+def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str = "clustered"):
+    """Random gold tables (pyarrow) of one snapshot, model version 'bench'."""
     import pyarrow as pa
 
     from guim_features.views import nested_lists
@@ -64,13 +67,34 @@ def gold(n_users: int, n_items: int, K: int, d: int, seed: int = 0, vectors: str
     users = pa.table({"user_id": [f"u{i}" for i in range(n_users)],
                       "interests": nested_lists(inter, d, K), "weights": nested_lists(w, K),
                       "model_version": ["bench"] * n_users, "event_timestamp": ts.take([0] * n_users)})
-    if seen:
-        ids = np.stack([rng.choice(n_items, seen, replace=False) for _ in range(n_users)])     # (N, seen)
-        users = users.append_column("seen_items", pa.array([[f"i{j}" for j in row] for row in ids.tolist()],
-                                                            pa.list_(pa.string())))
     items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "vector": nested_lists(vecs, d),
                       "model_version": ["bench"] * n_items, "event_timestamp": ts.take([0] * n_items)})
     return users, items
+
+
+def with_seen(users, index, n_seen: int, near: float, seed: int = 2):
+    """``users`` with a seen_items column of ``n_seen`` distinct item ids per row: ``round(near *
+    n_seen)`` of them the items nearest the row's interests (rank 1 of every interest, then rank 2,
+    ...), the rest drawn uniformly from the other items."""
+    import pyarrow as pa
+
+    from guim_features import publish
+
+    rng = np.random.default_rng(seed)
+    inter = publish.matrix(users["interests"])                                   # (N, K, d)
+    N, K, d = inter.shape
+    n_items, n_near = len(index.item_ids), int(round(near * n_seen))
+    if n_near:
+        _, nb = index.search(inter.reshape(-1, d), -(-n_near // K) + n_near)     # (N K, depth): room for overlaps
+        nb = nb.reshape(N, K, -1).transpose(0, 2, 1).reshape(N, -1)              # rank-major: interest order per rank
+    rows = []
+    for u in range(N):
+        chosen = [r for r in dict.fromkeys(nb[u].tolist()) if r >= 0][:n_near] if n_near else []
+        taken = set(chosen)
+        fill = [r for r in rng.choice(n_items, min(n_items, n_seen + len(taken)), replace=False).tolist()
+                if r not in taken][:n_seen - len(chosen)]
+        rows.append([f"i{r}" for r in chosen + fill])
+    return users.append_column("seen_items", pa.array(rows, pa.list_(pa.string())))
 
 
 def pct(xs) -> dict:
@@ -133,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--K", type=int, default=4)
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--seen", type=int, default=0, help="seen item ids per user row (0: none); times exclude_seen")
+    p.add_argument("--seen-near", type=float, default=0.0, dest="seen_near",
+                   help="share of the seen ids that are the items nearest the user's interests (0-1)")
     p.add_argument("--redis", help="use this Redis (host:port) instead of starting one")
     p.add_argument("--stores", default="sqlite,redis")
     p.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered")
@@ -142,14 +168,19 @@ def main(argv=None) -> int:
     from guim_features.ann import ItemIndex
     from guim_features.redis_store import redis_server
 
-    users, items = gold(args.users, args.items, args.K, args.d, vectors=args.vectors, seen=args.seen)
+    if not 0 <= args.seen_near <= 1:
+        p.error(f"--seen-near {args.seen_near}: a share between 0 and 1")
+    users, items = gold(args.users, args.items, args.K, args.d, vectors=args.vectors)
     t0 = time.perf_counter()
     from guim_features import publish
 
     index = ItemIndex.build(items["item_id"].to_pylist(), publish.matrix(items["vector"]), "bench", K=args.K,
                             score="max")
     build_s = time.perf_counter() - t0
-    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "vectors", "seen")},
+    if args.seen:
+        users = with_seen(users, index, args.seen, args.seen_near)
+    results = {"setup": {k: getattr(args, k) for k in ("items", "users", "lookups", "k", "K", "d", "vectors", "seen",
+                                                       "seen_near")},
                "index_build_s": build_s}
     root = Path(tempfile.mkdtemp(prefix="guim_bench_"))
     try:
@@ -169,7 +200,8 @@ def main(argv=None) -> int:
     for kind in args.stores.split(","):
         r = results[kind]
         paths = [("recommend (lookup + retrieval)", "recommend")] + (
-            [(f"recommend, exclude_seen ({args.seen} seen ids)", "recommend_exclude_seen")] if args.seen else []) + [
+            [(f"recommend, exclude_seen ({args.seen} seen ids, {args.seen_near:.0%} nearest)", "recommend_exclude_seen")]
+            if args.seen else []) + [
             ("floor: Feast get_online_features", "lookup"), ("floor: index search alone", "search")]
         for name, key in paths:
             q = r[key]

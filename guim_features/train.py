@@ -81,8 +81,8 @@ EVAL_LOGITS = 1 << 25   # scores in one ranking batch (users x catalogue) and in
 
 
 def rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,
-                skip_users: frozenset = frozenset()) -> dict:
-    """Mean Recall/NDCG@10/20 of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
+                skip_users: frozenset = frozenset(), ks=(10, 20)) -> dict:
+    """Mean Recall/NDCG@k (k in ``ks``) of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
     (data.rank_metrics: the user's earlier items excluded, ties count against the target).
     Batches hold at most :data:`EVAL_LOGITS` scores (users x ``n_items``): a (B, V) score matrix and
     rank_metrics' copies of it are what a large catalogue makes big (512 users x 200k items: 410 MB each)."""
@@ -91,7 +91,7 @@ def rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, ma
     batch_size = max(1, min(batch_size, EVAL_LOGITS // max(n_items, 1)))
     tot: dict = {}
     for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
-        for k, v in rank_metrics(score(b), b["target"], b["seen"]).items():
+        for k, v in rank_metrics(score(b), b["target"], b["seen"], ks=ks).items():
             tot[k] = tot.get(k, 0.0) + v
     n = max(tot.pop("n", 0.0), 1.0)
     return {f"{which}_{k}": v / n for k, v in tot.items()}

@@ -205,3 +205,68 @@ def _rec_ex(ws, user, k, exclude):
     from guim_features.recommend import recommend
 
     return recommend(load_config(ws), user, k, exclude)
+
+
+class _CountingIndex:
+    """An ItemIndex that records the depth of every search it answers."""
+
+    def __init__(self, index):
+        self.inner, self.depths = index, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def search(self, queries, n):
+        self.depths.append(n)
+        return self.inner.search(queries, n)
+
+
+def test_exclusions_near_the_interests_make_the_search_go_deeper(ws):
+    # alice (model 2, max rule): interest 0 = 3*e3, interest 1 = e1. Item line_j has e3-component
+    # 1 - j/100 and none along e1, so it scores 3 (1 - j/100) through interest 0 and 0 through
+    # interest 1; a far item has no e3-component and -1 along e1 (scores 0 and -1): nearer to neither
+    # interest than any line item. The e0/e2 components only keep the vectors apart for the HNSW graph. With line_0..line_59 excluded the top 3 are
+    # line_60..line_62: each interest must look past 60 excluded items, not 3 + 3.
+    from guim_features.ann import ItemIndex
+    from guim_features.config import load_config
+    from guim_features.recommend import Recommender
+
+    line = {f"line_{j}": [math.cos(j), 0, math.sin(j), 1 - j / 100] for j in range(100)}
+    far = {f"far_{j}": [math.cos(j), -1, math.sin(j), 0] for j in range(400)}
+    items = {**line, **far}
+    index = _CountingIndex(ItemIndex.build(list(items), np.array(list(items.values()), np.float32), "2", K=2))
+    rec = Recommender(load_config(ws), index=index)
+    out = rec.recommend("alice", 3, exclude=[f"line_{j}" for j in range(60)])
+    assert [i["item_id"] for i in out.items] == ["line_60", "line_61", "line_62"]
+    assert [i["score"] for i in out.items] == pytest.approx([1.2, 1.17, 1.14], abs=1e-5)
+    assert index.depths[0] == 6 and index.depths[-1] >= 63
+    # 400 excluded items none of which is near: one search, 3 + 3 deep (not 403)
+    index.depths.clear()
+    out = rec.recommend("alice", 3, exclude=list(far))
+    assert [i["item_id"] for i in out.items] == ["line_0", "line_1", "line_2"]
+    assert index.depths == [6]
+
+
+def test_serving_bench_seen_items_nearest_first():
+    # bench/serving.py's seen ids: with --seen-near 1 they are each interest's nearest items, rank
+    # by rank (interest 0's first, interest 1's first, interest 0's second, ...), distinct
+    import importlib.util
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from guim_features.ann import ItemIndex
+    from guim_features.views import nested_lists
+
+    spec = importlib.util.spec_from_file_location("serving_bench", Path(__file__).parents[1] / "bench" / "serving.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # along e0: i0 (1.0) > i1 (.9) > i2 (.8); along e1: i3 (1.0) > i4 (.9); i5 and i6 far from both
+    vecs = np.array([[1, 0], [.9, .1], [.8, .2], [0, 1], [.1, .9], [-1, 0], [0, -1]], np.float32)
+    index = ItemIndex.build([f"i{j}" for j in range(7)], vecs, "bench", K=2)
+    users = pa.table({"user_id": ["u0"], "interests": nested_lists(np.array([[[1, 0], [0, 1]]], np.float32), 2, 2)})
+    near = bench.with_seen(users, index, 3, 1.0)["seen_items"].to_pylist()[0]
+    assert near == ["i0", "i3", "i1"]
+    half = bench.with_seen(users, index, 4, 0.5)["seen_items"].to_pylist()[0]
+    assert half[:2] == ["i0", "i3"] and len(set(half)) == 4
+    assert sorted(bench.with_seen(users, index, 7, 0.0)["seen_items"].to_pylist()[0]) == [f"i{j}" for j in range(7)]
