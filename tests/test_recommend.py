@@ -234,17 +234,32 @@ def test_exclusions_near_the_interests_make_the_search_go_deeper(ws):
     line = {f"line_{j}": [math.cos(j), 0, math.sin(j), 1 - j / 100] for j in range(100)}
     far = {f"far_{j}": [math.cos(j), -1, math.sin(j), 0] for j in range(400)}
     items = {**line, **far}
-    index = _CountingIndex(ItemIndex.build(list(items), np.array(list(items.values()), np.float32), "2", K=2))
+    vecs = np.array(list(items.values()), np.float32)
+
+    def exact_index(ef_search):
+        # meta says ef_search (the first search's depth follows it); the graph is searched 500 wide,
+        # so every search is exact here: this tests the depths, not HNSW's recall
+        index = ItemIndex.build(list(items), vecs, "2", K=2, ef_search=ef_search)
+        index.index.hnsw.efSearch = 500
+        return _CountingIndex(index)
+
+    index = exact_index(4)
     rec = Recommender(load_config(ws), index=index)
     out = rec.recommend("alice", 3, exclude=[f"line_{j}" for j in range(60)])
     assert [i["item_id"] for i in out.items] == ["line_60", "line_61", "line_62"]
     assert [i["score"] for i in out.items] == pytest.approx([1.2, 1.17, 1.14], abs=1e-5)
-    assert index.depths[0] == 6 and index.depths[-1] >= 63
+    assert index.depths == [6, 63]                                      # 3 + 3 first, then 3 + 60
     # 400 excluded items none of which is near: one search, 3 + 3 deep (not 403)
     index.depths.clear()
     out = rec.recommend("alice", 3, exclude=list(far))
     assert [i["item_id"] for i in out.items] == ["line_0", "line_1", "line_2"]
     assert index.depths == [6]
+    # a first search shallower than efSearch costs what efSearch costs: it goes that deep (capped
+    # at 3 + the 30 excluded), which here is deep enough
+    index = exact_index(40)
+    out = Recommender(load_config(ws), index=index).recommend("alice", 3, exclude=[f"line_{j}" for j in range(30)])
+    assert [i["item_id"] for i in out.items] == ["line_30", "line_31", "line_32"]
+    assert index.depths == [33]
 
 
 def test_serving_bench_seen_items_nearest_first():
