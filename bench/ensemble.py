@@ -1,6 +1,6 @@
 """Next-item ranking by several trained models' mean logits (a seed ensemble), beside the first alone.
 
-    python bench/ensemble.py --workspace WS [--ks 5 10 20] [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
+    python bench/ensemble.py --workspace WS [--ks 5,10,20] [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
 
 Ranks every user of the valid and test splits exactly as ``guim train``'s final evaluation does
 (the whole catalogue, the user's earlier items excluded, ties against the target) by the mean of
@@ -30,11 +30,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workspace", required=True)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ks", type=int, nargs="+", default=[10, 20], help="cut-offs of Recall@k and NDCG@k")
+    p.add_argument("--ks", default="10,20", help="cut-offs of Recall@k and NDCG@k, comma-separated")
     p.add_argument("--dropout-passes", type=int, default=0, dest="passes",
                    help="also rank by the first model's mean over this many dropout passes (0: off)")
     p.add_argument("checkpoints", nargs="+", help="model.pt files (checkpoint_dir/model.pt of guim train runs)")
     args = p.parse_args()
+    try:
+        ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
+    except ValueError:
+        ks = ()
+    if not ks or ks[0] < 1:
+        p.error(f"--ks {args.ks}: expected positive whole numbers separated by commas, e.g. 5,10,20")
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.workspace)
@@ -46,9 +52,6 @@ def main() -> None:
     scores = [ranking_score(m, cpu) for m in models]
     mean = lambda b: np.mean([s(b) for s in scores], 0)                    # noqa: E731  (B, V)
     print(f"{len(models)} models: {', '.join(args.checkpoints)}")
-    ks = tuple(sorted(set(args.ks)))
-    if ks[0] < 1:
-        raise GuimError(f"--ks: cut-offs must be positive, got {args.ks}")
     keys = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
     print("| split | ranking | " + " | ".join(k.replace("recall", "Recall").replace("ndcg", "NDCG") for k in keys) + " |")
     print("| --- | --- |" + " ---: |" * len(keys))
