@@ -13,9 +13,10 @@ score. Vectors and index from different model versions are refused; a user the o
 lacks gets the popular items recorded at publish time, flagged as a fallback.
 
 Items the caller names in ``exclude`` are never returned, fallback included: an interest whose
-search meets too many of them searches again, deeper by their number, so ``k`` items still come back. ``exclude_seen=True`` (the CLI's
-``--exclude-seen``) also excludes the user's ``seen_items``, read in the same online lookup: the
-items of their events before the snapshot (``guim embed``), newest first, at most ``embed.seen_max``.
+search meets too many of them searches again, deeper by their number, so ``k`` items still come
+back. ``exclude_seen=True`` (the CLI's ``--exclude-seen``) also excludes the user's ``seen_items``,
+read in the same online lookup: the items of their events before the snapshot (``guim embed``),
+newest first, at most ``embed.seen_max``.
 Events after the snapshot are not in it; a service passes those (the session's purchases) in
 ``exclude``. A repository published before the feature existed has no ``seen_items``: the API
 raises; a snapshot exported before it existed holds none: ``seen_excluded`` is then None. In both
@@ -131,7 +132,6 @@ class Recommender:
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
                  zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
         return Recommendation(str(user_id), version, items, seen_excluded=n_seen)
-
 
     def _rows_of(self, ids) -> np.ndarray:
         """Sorted index rows of the item ids in ``ids`` (ids the index lacks are dropped): integer
