@@ -5,9 +5,9 @@
 Ranks every user of the valid and test splits exactly as ``guim train``'s final evaluation does
 (the whole catalogue, the user's earlier items excluded, ties against the target) by the mean of
 the models' training logits, and by the first model's alone (Recall and NDCG at each of ``--ks``,
-default 10 and 20: lower cut-offs show where in the list two rankings differ). It measures how much of the gap to a
-target the seed-to-seed variance accounts for: what averaging N models of the same settings gains
-at N times the cost. The checkpoints must share the workspace's item index (the same
+default 10 and 20: lower cut-offs show where in the list two rankings differ). It measures how
+much of the gap to a target the seed-to-seed variance accounts for: what averaging N models of the
+same settings gains at N times the cost. The checkpoints must share the workspace's item index (the same
 ``guim sequences``). ``--dropout-passes T`` adds the first model's MC-dropout ranking: the mean
 log-softmax of T user encodings with dropout on (the catalogue encoded once, without), an ensemble
 inside one model at T times the inference cost. The load average (os.getloadavg) at the start and

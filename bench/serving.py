@@ -20,7 +20,8 @@ them: uniform vectors (no structure) are its worst case, ~2.5x slower here. For 
   whose search meets seen items searches deeper). ``--seen-near F``: a share F of each row's seen
   ids are the items nearest its interests (each interest's neighbours in turn, by the index), the
   rest uniform over the catalogue. F = 0 is the cheap case (seen items rarely near an interest),
-  F = 1 the dearest (every interest's nearest items all seen); a real user's purchases lie between.
+  F = 1 the dearest (every interest's nearest items all seen). Where a trained model's users lie
+  between the two: ``bench/seen_near.py``.
 """
 from __future__ import annotations
 
