@@ -200,6 +200,9 @@ class TrainConfig:
     # -- objective -------------------------------------------------------------------------
     next_weight: float = opt(1.0, "Weight of next-item prediction (causal attention, every position)")
     mlm_weight: float = opt(0.0, "Weight of masked-item prediction (bidirectional attention, BERT 80/10/10)")
+    pretrain_epochs: int = opt(0, "Epochs of masked-item pretraining before next-item training (BERT4Rec's "
+                                  "objective alone, its own warm-up and cosine cycle; the train.epochs that "
+                                  "follow start a fresh cycle with the pretrained tower and encoder; 0 = none)")
     mask_prob: float = opt(0.2, "Masked-item prediction: fraction of positions selected for prediction")
     exclude_seen: bool = opt(False, "Next-item InfoNCE: a training state's earlier items in its window are "
                                     "not its negatives (its own target stays the positive), as evaluation "

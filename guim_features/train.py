@@ -141,11 +141,19 @@ def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: 
                        max_users, seed, skip_users)
 
 
-def _lr_lambda(warmup: int, total: int):
+def _lr_lambda(warmup: int, total: int, restart: int = 0):
+    """Linear warm-up, then cosine decay to a tenth at ``total`` steps. ``restart`` > 0: a first
+    cycle of ``restart`` steps (pretraining), then a fresh warm-up and cosine over ``total`` more."""
     def f(step: int) -> float:
+        n = total
+        if restart:
+            if step < restart:
+                n = restart
+            else:
+                step -= restart
         if step < warmup:
             return (step + 1) / warmup
-        prog = min(1.0, (step - warmup) / max(1, total - warmup))
+        prog = min(1.0, (step - warmup) / max(1, n - warmup))
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
     return f
 
@@ -256,11 +264,17 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     if steps == 0:
         raise GuimError("no training sequences (users need >= 2 training events); check `guim sequences`")
     opts = optimizers(model, tc)
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(tc.warmup_steps, steps * tc.epochs)) for o in opts]
+    P = tc.pretrain_epochs
+    if P < 0 or tc.epochs < 1:
+        raise GuimError(f"train.pretrain_epochs={P}, train.epochs={tc.epochs}: expected >= 0 pretraining epochs "
+                        f"and at least 1 training epoch")
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(tc.warmup_steps, steps * tc.epochs, steps * P))
+              for o in opts]
     sparse_ids = {id(p) for o in opts[1:] for g in o.param_groups for p in g["params"]}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
     history, best, best_state, bad, start, run_id = [], -1.0, None, 0, 0, None
+    pretrain = []   # the masked-item pretraining epochs' records (train.pretrain_epochs)
     avg = WeightAverage(model, tc.weight_average) if tc.weight_average > 0 else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -273,6 +287,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         history, best, bad, start, run_id = (state["history"], state["best"], state["bad"], state["epoch"],
                                              state["run_id"])
         best_state = state["best_state"]
+        pretrain = state.get("pretrain", [])
         torch.set_rng_state(state["torch_rng"])
     versions = table_versions(cfg)
     fingerprint = registry.training_fingerprint(cfg, tc)
@@ -281,12 +296,26 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     loss_fn = _compiled(net, tc, device)
     pin = device.type == "cuda"
     step = start * steps
-    for epoch in range(start, tc.epochs):
+    args = model.args
+
+    def save_last(epoch: int) -> None:
+        """The resumable state after ``epoch`` (0-based, pretraining epochs included)."""
+        _save_checkpoint(last, {"model": model.state_dict(), "opt": [o.state_dict() for o in opts],
+                                "sched": [s.state_dict() for s in scheds], "epoch": epoch + 1, "history": history,
+                                "best": best, "best_state": best_state, "bad": bad, "run_id": run_id,
+                                "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state(),
+                                "weight_average": avg.state_dict() if avg is not None else None,
+                                "pretrain": pretrain})
+
+    for epoch in range(start, P + tc.epochs):
+        pre = epoch < P
+        # pretraining: masked-item prediction alone (bidirectional; the K interests are not read)
+        model.args = {**args, "next_weight": 0.0, "mlm_weight": 1.0, "cl_weight": 0.0} if pre else args
         stream.set_epoch(epoch)
         net.train()
         t0, seen, positions, losses = time.time(), 0, 0, []
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress or rank != 0,
-                   leave=False)
+        desc = f"pretraining {epoch + 1}/{P}" if pre else f"epoch {epoch + 1 - P}/{tc.epochs}"
+        bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False)
         for i, batch in enumerate(stream):
             if i >= steps:
                 break
@@ -321,8 +350,19 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                              **{f"train_{k}": v for k, v in parts.items()}}, step)
         bar.close()
         secs = time.time() - t0
+        if pre:
+            pretrain.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                             "seconds": secs})
+            if progress and rank == 0:
+                print(f"pretraining epoch {epoch + 1}/{P}: masked-item loss {pretrain[-1]['loss']:.4f} "
+                      f"({len(losses)} steps in {secs:.1f}s)", file=sys.stderr)
+            if logger:
+                logger.step({"pretrain_loss": pretrain[-1]["loss"]}, step)
+            if rank == 0:
+                save_last(epoch)
+            continue
         scored = model if avg is None else avg.module     # the weights validated, kept and saved
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+        rec = {"epoch": epoch + 1 - P, "loss": float(np.mean(losses)) if losses else float("nan"),
                "seq_per_s": seen * world / max(secs, 1e-9), "seconds": secs, "steps": len(losses),
                "positions_per_s": positions * world / max(secs, 1e-9),
                **evaluate(scored, cfg, "valid", tc.max_len, tc.eval_batch_size, device, tc.valid_users, tc.seed,
@@ -334,7 +374,7 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
         else:
             bad += 1
         if progress and rank == 0:
-            print(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  valid R@20 {rec['valid_recall@20']:.4f}  "
+            print(f"epoch {rec['epoch']}: loss {rec['loss']:.4f}  valid R@20 {rec['valid_recall@20']:.4f}  "
                   f"NDCG@20 {rec['valid_ndcg@20']:.4f}  {rec['seq_per_s']:.0f} seq/s  "
                   f"{rec['positions_per_s']:.0f} target positions/s  ({rec['steps']} steps in {secs:.1f}s)",
                   file=sys.stderr)
@@ -342,15 +382,12 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             logger.epoch(rec, step)
             run_id = logger.run_id
         if rank == 0:
-            _save_checkpoint(last, {"model": model.state_dict(), "opt": [o.state_dict() for o in opts],
-                                    "sched": [s.state_dict() for s in scheds], "epoch": epoch + 1, "history": history,
-                                    "best": best, "best_state": best_state, "bad": bad, "run_id": run_id,
-                                    "train_config": dataclasses.asdict(tc), "torch_rng": torch.get_rng_state(),
-                                    "weight_average": avg.state_dict() if avg is not None else None})
+            save_last(epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
         if bad >= tc.patience:
             break
+    model.args = args
     model.load_state_dict(best_state)
     if model.profile is not None and rank == 0:
         t0 = time.time()

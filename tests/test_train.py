@@ -341,3 +341,48 @@ def test_the_item_graph_of_the_training_parts_is_built_trained_with_and_saved(tm
     assert (nbr > 0).sum() > 30                                         # the planted cycles give neighbours
     for m in (res.embedder.model, from_checkpoint(tmp_path / "ws" / "checkpoints" / CHECKPOINT).model):
         assert torch.equal(m.tower.nbr, torch.as_tensor(nbr)) and torch.allclose(m.tower.nbr_w, torch.as_tensor(w))
+
+
+def test_lr_schedule_restarts_its_warm_up_and_cosine_after_pretraining():
+    from guim_features.train import _lr_lambda
+
+    f = _lr_lambda(2, 10, restart=6)     # warm-up 2 steps; a 6-step pretraining cycle, then 10 steps
+    # by hand: warm-up (s + 1) / 2; cosine 0.1 + 0.45 (1 + cos(pi (s - 2) / (n - 2)))
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(5) == pytest.approx(0.1 + 0.45 * (1 - 2 ** -0.5))        # 3/4 through the first cosine
+    assert [f(6), f(7)] == [0.5, 1.0]                                 # the restart warms up again
+    assert f(11) == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 3 / 8)))
+    assert f(16) == pytest.approx(0.1) and f(40) == pytest.approx(0.1)
+    assert _lr_lambda(2, 10)(5) == pytest.approx(0.1 + 0.45 * (1 + np.cos(np.pi * 3 / 8)))   # no restart
+
+
+def test_pretraining_epochs_train_masked_items_alone_then_next_item_from_a_fresh_warm_up(tmp_path):
+    """train.pretrain_epochs = 1: the first epoch's steps log only the masked-item loss, the next
+    epoch's only the next-item loss; validation (epoch 1) and early stopping see the next-item epochs
+    only; the learning rate falls back to the warm-up's first value when next-item training starts."""
+    import mlflow
+    from silver import write_silver
+
+    from guim_features.errors import GuimError
+    from guim_features.train import train_model
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=40, items=30, events=12)
+    cfg = load_config(tmp_path / "ws")
+    small = {"d": 16, "layers": 1, "heads": 1, "K": 2, "max_len": 4, "batch_size": 8, "warmup_steps": 4,
+             "lr": 0.01, "epochs": 1, "pretrain_epochs": 1, "log_every": 1, "profile_steps": 0}
+    res = train_model(cfg, overrides=small, register=False, progress=False)
+    client = mlflow.MlflowClient(cfg.mlflow_uri)
+    hist = {k: {m.step: m.value for m in client.get_metric_history(res.run_id, k)}
+            for k in ("train_mlm", "train_next", "pretrain_loss", "lr", "valid_recall_at_20")}
+    n = 15                                                   # 40 users' windows of 4 in batches of 8
+    assert sorted(hist["train_mlm"]) == list(range(1, n + 1))
+    assert sorted(hist["train_next"]) == list(range(n + 1, 2 * n + 1))
+    assert list(hist["pretrain_loss"]) == [n]
+    assert list(hist["valid_recall_at_20"]) == [1]
+    assert [r["epoch"] for r in res.history] == [1] and res.metrics["epochs"] == 1
+    # lr logged after step s is the one step s + 1 will take: the restart's first warm-up value at s = n
+    assert max(hist["lr"][s] for s in range(1, n)) == pytest.approx(0.01)
+    assert hist["lr"][n] == pytest.approx(0.01 / 4)
+    assert res.embedder.model.args["next_weight"] == 1.0 and res.embedder.model.args["mlm_weight"] == 0.0
+    with pytest.raises(GuimError, match="train.pretrain_epochs=-1"):
+        train_model(cfg, overrides={**small, "pretrain_epochs": -1}, mlflow_log=False, progress=False)
