@@ -181,6 +181,9 @@ class TrainConfig:
     cl_weight: float = opt(0.0, "Weight of the contrastive regulariser (DuoRec): each sequence state against a "
                                 "second dropout view of itself and the states with the same next item as "
                                 "positives, the batch's other states as negatives (0 = off; one more encoder pass)")
+    attribute_weight: float = opt(0.0, "Weight of attribute prediction: each training state also predicts the "
+                                       "next item's attribute set (its tags) by a softmax over the attribute "
+                                       "vocabulary, a head used in training only (0 = off)")
     cl_temperature: float = opt(0.2, "Temperature of the contrastive regulariser (cosine similarities)")
     cl_positive: str = opt("dropout", "Contrastive regulariser's second view: dropout (the same history, fresh "
                                       "dropout) | same_target (another training history followed by the same "

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from guim_features.config import TrainConfig, load_config
 from guim_features.errors import GuimError
 from guim_features.model import GUIM, model_args
-from guim_features.model.guim import (BANK_SLOTS, SameTargetBank, contrastive_loss, hard_negative_logits,
-                                     routing_penalty, seen_mask, separation_penalty)
+from guim_features.model.guim import (BANK_SLOTS, SameTargetBank, attribute_loss, contrastive_loss,
+                                     hard_negative_logits, routing_penalty, seen_mask, separation_penalty)
 
 SIZES = {"n_items": 53, "cat_sizes": [6, 4, 2], "n_num": 2, "title_buckets": 100, "tag_size": 6, "title_len": 4,
          "tags_len": 3, "image_dim": 8, "n_behaviors": 4, "gap_buckets": 8}
@@ -492,10 +492,41 @@ def test_routing_penalty_by_hand():
 
 
 @pytest.mark.parametrize("key", ["routing_weight", "hard_negative_beta", "diversity_weight", "cl_weight",
-                                 "separation_weight"])
+                                 "separation_weight", "attribute_weight"])
 def test_a_negative_regulariser_weight_is_refused_by_name(key):
     with pytest.raises(GuimError, match=f"train.{key}=-1"):
         make(**{key: -1.0})
+
+
+def test_attribute_loss_by_hand():
+    # 6 attribute ids, 0 (pad) and 1 (out of vocabulary) never count: 4 real ones, 2..5
+    flat = torch.zeros(3, 6)
+    tags = torch.tensor([[2, 3, 0], [5, 1, 0], [0, 0, 0]])        # two attributes; one (+ OOV); none
+    # equal logits: -log(1/4) for every attribute; the attribute-less row is left out of the mean
+    assert float(attribute_loss(flat, tags)) == pytest.approx(np.log(4), rel=1e-6)
+    # row 0 puts its mass on 2 and 3 (logit 10), row 1 on 5: each attribute of a set gets half / all of it
+    sharp = torch.tensor([[0, 0, 10, 10, 0, 0], [0, 0, 0, 0, 0, 10], [9, 9, 9, 9, 9, 9.0]])
+    want = (np.log(2 + 2 * np.exp(-10)) + np.log(1 + 3 * np.exp(-10))) / 2
+    assert float(attribute_loss(sharp, tags)) == pytest.approx(want, rel=1e-4)
+    assert float(attribute_loss(flat, torch.zeros(3, 3, dtype=torch.long))) == 0.0
+
+
+def test_attribute_prediction_is_a_training_term_that_reaches_the_encoder():
+    items, beh, gaps = seqs(4, 11)
+    batch = {"items": items, "behavior": beh, "gaps": gaps}
+    out = {}
+    for w in (0.0, 0.5):
+        m = make(K=1, attribute_weight=w).train()
+        m.tower.tags.copy_(torch.randint(0, 6, m.tower.tags.shape, generator=torch.Generator().manual_seed(2)))
+        torch.manual_seed(1)
+        loss, parts = m.loss(batch)
+        loss.backward()
+        out[w] = (loss.item(), parts, m.blocks[0].ln1.weight.grad.clone())
+    assert set(out[0.0][1]) == {"next"} and set(out[0.5][1]) == {"next", "attr"}
+    assert out[0.5][1]["next"] == pytest.approx(out[0.0][1]["next"], rel=1e-6)
+    assert out[0.5][0] == pytest.approx(out[0.0][0] + 0.5 * out[0.5][1]["attr"], rel=1e-5)
+    assert 0 < out[0.5][1]["attr"] and not torch.allclose(out[0.5][2], out[0.0][2])
+    assert make(K=1).attr_head is None                            # off: no head, nothing saved
 
 
 def test_contrastive_loss_by_hand():

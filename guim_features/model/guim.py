@@ -36,6 +36,9 @@ the weights, so loading never needs the caller to restate hyper-parameters.
   vocabulary. Options, off by default (level on Amazon Sports): ``exclude_seen`` drops a state's own
   earlier items from its negatives (as evaluation drops them from the ranking); ``input_noise``
   reads input events as random items (stochastic shared embeddings, Wu et al. 2019).
+- Attribute prediction (``attribute_weight``, off): each state also predicts the next item's attribute
+  set (its tags: brand, category levels) through a softmax over the attribute vocabulary; the real
+  attributes as coarse intents (S3-Rec's attribute ids; ICLRec/ICSRec learn intents by clustering).
 - Profile head (``profile_steps`` > 0, :mod:`.profile`): a set model over the user's whole history,
   trained after the sequence model, whose output is the fixed-length ``Embedder.user_vector``.
 
@@ -64,7 +67,7 @@ from .towers import ITEM_FIELDS, ItemTower
 HYPER = ("d", "K", "layers", "heads", "dropout", "interest_dropout", "max_len", "positions", "id_buckets", "id_dropout",
          "item_graph", "graph_neighbours",
          "interest_residual", "state_interests", "diversity_weight", "separation_weight", "routing_weight", "hard_negative_beta", "cl_weight", "cl_temperature",
-         "cl_positive", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
+         "cl_positive", "attribute_weight", "score", "train_score", "normalize", "temperature", "learn_temperature", "next_weight",
          "mlm_weight", "mask_prob", "exclude_seen", "input_noise", "negatives", "full_catalogue_max", "num_negatives", "sampler", "item_fields",
          "profile_steps", "profile_keep")
 SIZES = ("n_items", "cat_sizes", "n_num", "title_buckets", "tag_size", "title_len", "tags_len", "image_dim",
@@ -89,6 +92,7 @@ def check_args(a: dict) -> dict:
     a.setdefault("graph_neighbours", 16)
     a.setdefault("separation_weight", 0.0)   # saved before it: the free interests were not pushed apart
     a.setdefault("cl_weight", 0.0)
+    a.setdefault("attribute_weight", 0.0)    # saved before it: no attribute head
     a.setdefault("cl_temperature", 0.2)
     a.setdefault("cl_positive", "dropout")
     a.setdefault("positions", "right")       # saved before positions were selectable
@@ -105,7 +109,8 @@ def check_args(a: dict) -> dict:
     for k, allowed in CHOICES.items():
         if a[k] not in allowed:
             raise GuimError(f"train.{k}={a[k]!r} is not one of {', '.join(allowed)}")
-    for k in ("diversity_weight", "separation_weight", "routing_weight", "hard_negative_beta", "cl_weight"):
+    for k in ("diversity_weight", "separation_weight", "routing_weight", "hard_negative_beta", "cl_weight",
+              "attribute_weight"):
         if a[k] < 0:
             raise GuimError(f"train.{k}={a[k]}: expected 0 (off) or a positive number")
     if not (a["interest_dropout"] == -1 or 0 <= a["interest_dropout"] < 1):
@@ -249,6 +254,21 @@ class SameTargetBank:
         self.count.index_add_(0, y, torch.ones_like(y))
 
 
+def attribute_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a softmax over the attribute vocabulary against each row's attribute set,
+    every attribute of the set weighted equally (Mult-DAE's multinomial likelihood): logits (P, A),
+    tags (P, G) attribute ids (0 pad, 1 out of vocabulary: neither counts). Rows without an
+    attribute count 0 and do not dilute the mean."""
+    target = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, tags, 1.0)   # (P, A)
+    target[:, :2] = 0.0
+    n = target.sum(1)                                                               # (P,)
+    has = n > 0
+    if not has.any():
+        return logits.sum() * 0.0
+    logp = logits.float()[:, 2:].log_softmax(-1)                                    # (P, A - 2)
+    return -((target[has, 2:] * logp[has]).sum(1) / n[has]).mean()
+
+
 def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """REMI's routing regulariser: sum_k Var_l(a_kl)^2 of each interest's attention a_k over the
     events l it may read. att (..., K, L), allowed (..., L) broadcastable to it -> (...). Large when an interest puts
@@ -368,6 +388,12 @@ class GUIM(nn.Module):
         self.register_buffer("item_pop", torch.ones(a["n_items"]))              # (V,) train target counts
         self._pop_cdf = None                                                    # sampler cache (set_popularity)
         self._bank = None                                                       # SameTargetBank (cl_positive)
+        # the next item's attributes (tags) from each state: a training-only head (attribute_weight > 0),
+        # drawn from a forked RNG so the rest of the model starts from the same weights with or without it
+        self.attr_head = None
+        if a["attribute_weight"] > 0:
+            with torch.random.fork_rng(devices=[]):
+                self.attr_head = nn.Linear(d, a["tag_size"])
         for m in (self.beh_emb, self.gap_emb, self.pos_emb):
             nn.init.normal_(m.weight, std=0.02)
         # the whole-history user vector, trained after the sequence model (train.profile_steps; None: the
@@ -442,6 +468,9 @@ class GUIM(nn.Module):
             for k, w in regs.items():
                 parts[k] = reg[k][pos].mean()
                 total = total + w * parts[k]
+            if self.attr_head is not None:
+                parts["attr"] = attribute_loss(self.attr_head(h[pos]), self.tower.tags[tgt[pos]])
+                total = total + a["attribute_weight"] * parts["attr"]
             if a["cl_weight"] > 0:
                 rows = pos.flatten().nonzero().squeeze(1)                       # (P,)
                 if len(rows) > CL_ROWS:
