@@ -183,7 +183,8 @@ class TrainConfig:
                                 "positives, the batch's other states as negatives (0 = off; one more encoder pass)")
     attribute_weight: float = opt(0.0, "Weight of attribute prediction: each training state also predicts the "
                                        "next item's attribute set (its tags) by a softmax over the attribute "
-                                       "vocabulary, a head used in training only (0 = off)")
+                                       "vocabulary, a head used in training only (0 = off; Amazon Sports, 0.2: "
+                                       "level)")
     cl_temperature: float = opt(0.2, "Temperature of the contrastive regulariser (cosine similarities)")
     cl_positive: str = opt("dropout", "Contrastive regulariser's second view: dropout (the same history, fresh "
                                       "dropout) | same_target (another training history followed by the same "
@@ -205,7 +206,9 @@ class TrainConfig:
     mlm_weight: float = opt(0.0, "Weight of masked-item prediction (bidirectional attention, BERT 80/10/10)")
     pretrain_epochs: int = opt(0, "Epochs of masked-item pretraining before next-item training (BERT4Rec's "
                                   "objective alone, its own warm-up and cosine cycle; the train.epochs that "
-                                  "follow start a fresh cycle with the pretrained tower and encoder; 0 = none)")
+                                  "follow start a fresh cycle with the pretrained tower and encoder; 0 = none. "
+                                  "Amazon Sports, 10 epochs at lr 1e-3, 3 seeds: valid Recall@20 .101 against "
+                                  ".099, test level)")
     mask_prob: float = opt(0.2, "Masked-item prediction: fraction of positions selected for prediction")
     exclude_seen: bool = opt(False, "Next-item InfoNCE: a training state's earlier items in its window are "
                                     "not its negatives (its own target stays the positive), as evaluation "
