@@ -7,6 +7,9 @@ the final valid and test metrics rank every user, or ``train.final_eval_users`` 
 stopping on valid NDCG@20, a stop with the step named if the loss is not finite, a checkpoint every
 epoch (``<workspace>/checkpoints/last.pt``), ``--resume`` to continue an unfinished run, and
 ``train.max_steps`` to cap an epoch (throughput measurements on data too big for a whole one).
+``train.pretrain_epochs`` > 0 first trains the tower and encoder on masked-item prediction alone, in
+a warm-up and cosine cycle of its own, not validated and not counted by early stopping; the
+next-item epochs then start a fresh cycle.
 The best epoch's weights are tested, saved with their config, logged to MLflow and registered as a
 new version of ``guim``. The version gets alias
 ``challenger`` only when its valid Recall@20 beats a popularity ranking of the same valid split
