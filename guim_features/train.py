@@ -233,6 +233,10 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
             raise GuimError(f"--resume: no unfinished run to resume (no {last}); start one with `guim train`")
         state = torch.load(last, map_location="cpu", weights_only=False)
         tc = dataclasses.replace(cfg.train, **state["train_config"])     # the interrupted run's settings
+    P = tc.pretrain_epochs
+    if P < 0 or tc.epochs < 1:
+        raise GuimError(f"train.pretrain_epochs={P}, train.epochs={tc.epochs}: expected >= 0 pretraining epochs "
+                        f"and at least 1 training epoch")
     device = _device(tc)
     if device.type == "cpu" and tc.threads:
         torch.set_num_threads(tc.threads)
@@ -267,10 +271,6 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
     if steps == 0:
         raise GuimError("no training sequences (users need >= 2 training events); check `guim sequences`")
     opts = optimizers(model, tc)
-    P = tc.pretrain_epochs
-    if P < 0 or tc.epochs < 1:
-        raise GuimError(f"train.pretrain_epochs={P}, train.epochs={tc.epochs}: expected >= 0 pretraining epochs "
-                        f"and at least 1 training epoch")
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(tc.warmup_steps, steps * tc.epochs, steps * P))
               for o in opts]
     sparse_ids = {id(p) for o in opts[1:] for g in o.param_groups for p in g["params"]}

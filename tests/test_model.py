@@ -511,17 +511,29 @@ def test_attribute_loss_by_hand():
     assert float(attribute_loss(flat, torch.zeros(3, 3, dtype=torch.long))) == 0.0
 
 
-def test_attribute_prediction_is_a_training_term_that_reaches_the_encoder():
+def off_and_on(key: str, prepare=None) -> dict:
+    """One training loss of a K = 1 model with the term ``key`` at weight 0 and at 0.5, the same
+    initial weights and the same dropout masks for the first pass: weight -> (loss, parts, the
+    gradient of the first block's first norm). ``prepare(model)`` runs before the loss."""
     items, beh, gaps = seqs(4, 11)
     batch = {"items": items, "behavior": beh, "gaps": gaps}
     out = {}
     for w in (0.0, 0.5):
-        m = make(K=1, attribute_weight=w).train()
-        m.tower.tags.copy_(torch.randint(0, 6, m.tower.tags.shape, generator=torch.Generator().manual_seed(2)))
+        m = make(K=1, **{key: w}).train()
+        if prepare is not None:
+            prepare(m)
         torch.manual_seed(1)
         loss, parts = m.loss(batch)
         loss.backward()
         out[w] = (loss.item(), parts, m.blocks[0].ln1.weight.grad.clone())
+    return out
+
+
+def test_attribute_prediction_is_a_training_term_that_reaches_the_encoder():
+    def random_tags(m):
+        m.tower.tags.copy_(torch.randint(0, 6, m.tower.tags.shape, generator=torch.Generator().manual_seed(2)))
+
+    out = off_and_on("attribute_weight", random_tags)
     assert set(out[0.0][1]) == {"next"} and set(out[0.5][1]) == {"next", "attr"}
     assert out[0.5][1]["next"] == pytest.approx(out[0.0][1]["next"], rel=1e-6)
     assert out[0.5][0] == pytest.approx(out[0.0][0] + 0.5 * out[0.5][1]["attr"], rel=1e-5)
@@ -541,15 +553,7 @@ def test_contrastive_loss_by_hand():
 
 
 def test_contrastive_regulariser_is_a_training_term_that_reaches_the_encoder():
-    items, beh, gaps = seqs(4, 11)
-    batch = {"items": items, "behavior": beh, "gaps": gaps}
-    grads = {}
-    for w in (0.0, 0.5):
-        m = make(K=1, cl_weight=w).train()
-        torch.manual_seed(1)                                      # the same dropout masks for the first pass
-        loss, parts = m.loss(batch)
-        loss.backward()
-        grads[w] = (loss.item(), parts, m.blocks[0].ln1.weight.grad.clone())
+    grads = off_and_on("cl_weight")
     assert set(grads[0.0][1]) == {"next"} and set(grads[0.5][1]) == {"next", "cl"}
     assert grads[0.5][1]["next"] == pytest.approx(grads[0.0][1]["next"], rel=1e-6)
     assert grads[0.5][0] == pytest.approx(grads[0.0][0] + 0.5 * grads[0.5][1]["cl"], rel=1e-5)

@@ -259,14 +259,13 @@ def attribute_loss(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     every attribute of the set weighted equally (Mult-DAE's multinomial likelihood): logits (P, A),
     tags (P, G) attribute ids (0 pad, 1 out of vocabulary: neither counts). Rows without an
     attribute count 0 and do not dilute the mean."""
-    target = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, tags, 1.0)   # (P, A)
-    target[:, :2] = 0.0
+    target = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, tags, 1.0)[:, 2:]   # (P, A - 2)
     n = target.sum(1)                                                               # (P,)
     has = n > 0
     if not has.any():
         return logits.sum() * 0.0
     logp = logits.float()[:, 2:].log_softmax(-1)                                    # (P, A - 2)
-    return -((target[has, 2:] * logp[has]).sum(1) / n[has]).mean()
+    return -((target[has] * logp[has]).sum(1) / n[has]).mean()
 
 
 def routing_penalty(att: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
