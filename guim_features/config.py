@@ -233,6 +233,14 @@ class TrainConfig:
                                    ".371 (level with ALS's .386) against .353 for the fold-in alone")
     profile_keep: float = opt(0.5, "Profile head training: share of a user's items it reads (the rest it must "
                                    "predict too)")
+    transition_window: int = opt(0, "Transition prior for next-item ranking (model/transitions.py): count item "
+                                    "pairs up to this many events apart in the training parts and blend "
+                                    "P(next | last item) with the model's softmax, the weight chosen on the valid "
+                                    "split after training (0 = off: the model's ranking alone)")
+    transition_decay: float = opt(0.5, "Transition prior: weight of a pair g events apart, decay ** (g - 1)")
+    transition_weights: list = opt([0.0, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2],
+                                   "Transition prior: the blend weights tried on valid (NDCG@20; a tie goes to "
+                                   "the smaller)")
     windows: str = opt("all", "Training windows per user: all (every max_len chunk of the history) | last")
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = opt(128, "Training windows per step")

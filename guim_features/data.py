@@ -275,6 +275,13 @@ def train_item_sets(cfg, n_items: int, skip_users: frozenset = frozenset()) -> l
             for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users)]
 
 
+def train_sequences(cfg, skip_users: frozenset = frozenset()) -> Iterator[np.ndarray]:
+    """Every user's TRAIN part (item_idx in time order), one array per user: what the transition
+    prior counts."""
+    for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
+        yield row["item_idx"][row["split"] == TRAIN]
+
+
 def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0,
                  skip_users: frozenset = frozenset()) -> Iterator[dict]:
     """Full-ranking evaluation batches: inputs (B, W <= L) left-padded, target (B,), seen (list of arrays).

@@ -26,8 +26,9 @@ def bucket_widths(max_len: int) -> np.ndarray:
 class Embedder:
     """Wraps a GUIM module: ``encode_users``, ``encode_items``, ``score`` on numpy arrays."""
 
-    def __init__(self, model, meta: dict | None = None, model_version: str | None = None):
+    def __init__(self, model, meta: dict | None = None, model_version: str | None = None, transitions=None):
         self.model = model.eval()
+        self.transitions = transitions  # model.transitions.TransitionPrior (train.transition_window), or None
         self.meta = dict(meta or {})
         self.K, self.d = int(model.args["K"]), int(model.args["d"])
         self.max_len = int(model.args["max_len"])
@@ -142,13 +143,25 @@ class Embedder:
                                  torch.as_tensor(np.asarray(item_vectors, np.float32)))
         return s.numpy()
 
+    def rank_scores(self, scores: np.ndarray, last_items) -> np.ndarray:
+        """(B, N) :meth:`score` output over the whole catalogue by item_idx (N = the model's n_items;
+        -inf where an item must not rank) and (B,) each user's last item_idx -> (B, N) ranking
+        scores: with a fitted transition prior, the log of its blend with the model's softmax at the
+        training temperature; without one (or weight 0), ``scores`` unchanged."""
+        if self.transitions is None or self.transitions.weight <= 0:
+            return scores
+        return self.transitions.blend(np.asarray(scores, np.float32) / self.temperature, np.asarray(last_items))
+
     def save(self, path: str | os.PathLike) -> str:
-        """Write the checkpoint (arguments, weights, meta) to ``path``; returns it."""
+        """Write the checkpoint (arguments, weights, meta, the transition prior if any) to ``path``; returns it."""
         import torch
 
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"args": self.model.args, "state": state, "meta": self.meta}, path)
+        ck = {"args": self.model.args, "state": state, "meta": self.meta}
+        if self.transitions is not None:
+            ck["transitions"] = self.transitions.state()
+        torch.save(ck, path)
         return str(path)
 
 
@@ -200,10 +213,14 @@ def from_checkpoint(path: str | os.PathLike, model_version: str | None = None, d
 
     from .model import GUIM
 
+    from .model.transitions import TransitionPrior
+
     ck = torch.load(path, map_location=device, weights_only=True)
     model = GUIM(ck["args"])
     model.load_state_dict(ck["state"])
-    return Embedder(model.to(device), ck.get("meta"), model_version or ck.get("meta", {}).get("model_version"))
+    prior = TransitionPrior.from_state(ck["transitions"]) if "transitions" in ck else None
+    return Embedder(model.to(device), ck.get("meta"), model_version or ck.get("meta", {}).get("model_version"),
+                    transitions=prior)
 
 
 def _find_checkpoint(folder: Path) -> Path:

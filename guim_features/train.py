@@ -61,6 +61,13 @@ def _train_config(cfg, seed, overrides):
     tc = dataclasses.replace(tc, **(overrides or {}))
     if seed is not None:
         tc = dataclasses.replace(tc, seed=seed)
+    if tc.transition_window < 0:
+        raise GuimError(f"train.transition_window={tc.transition_window}: expected 0 (off) or a number of events")
+    if tc.transition_window and not 0.0 < tc.transition_decay <= 1.0:
+        raise GuimError(f"train.transition_decay={tc.transition_decay}: expected a weight in (0, 1]")
+    weights = tc.transition_weights if isinstance(tc.transition_weights, (list, tuple)) else [tc.transition_weights]
+    if tc.transition_window and (not weights or not all(isinstance(w, (int, float)) and 0 <= w < 1 for w in weights)):
+        raise GuimError(f"train.transition_weights={tc.transition_weights}: expected a list of blend weights in [0, 1)")
     for key in ("max_steps", "final_eval_users", "valid_users"):
         if getattr(tc, key) < 0:
             raise GuimError(f"train.{key}={getattr(tc, key)}: expected 0 (no limit) or a positive number")
@@ -100,12 +107,14 @@ def rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, ma
     return {f"{which}_{k}": v / n for k, v in tot.items()}
 
 
-def ranking_score(model, device):
+def ranking_score(model, device, prior=None, weight: float | None = None):
     """``score(batch)`` -> (B, V) numpy scores of every item_idx for an :func:`data.eval_batches`
     batch (-inf below FIRST_ITEM_INDEX): the model's training logits, which rank as its score does.
     The model is put in eval mode and the catalogue embedded once. A batch's users are scored in row
     blocks of at most :data:`EVAL_LOGITS` K-interest logits, so memory stays flat as the catalogue
-    grows (512 users x 4 interests x 200k items would be 1.6 GB per intermediate)."""
+    grows (512 users x 4 interests x 200k items would be 1.6 GB per intermediate). ``prior``: a
+    :class:`~guim_features.model.transitions.TransitionPrior` blended in with ``weight`` (None: its
+    own) given each user's last input item."""
     import torch
 
     model.eval()
@@ -120,18 +129,46 @@ def ranking_score(model, device):
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
             s = torch.cat([model.logits(interests[r:r + rows].float(), weights[r:r + rows].float(), cat)
                            for r in range(0, len(interests), rows)])        # (B, V - 3)
-            return torch.nn.functional.pad(s, (FIRST_ITEM_INDEX, 0), value=float("-inf")).cpu().numpy()  # (B, V)
+            s = torch.nn.functional.pad(s, (FIRST_ITEM_INDEX, 0), value=float("-inf")).cpu().numpy()  # (B, V)
+        return s if prior is None else prior.blend(s, b["items"][:, -1], weight)
 
     return score
 
 
 def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
-             skip_users: frozenset = frozenset()) -> dict:
-    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
-    against the target) of :func:`ranking_score`. ``max_users`` > 0: a fixed random subset of users
-    (per-epoch validation)."""
-    return rank_split(cfg, which, L, batch_size, ranking_score(model, device), model.args["n_items"], max_users,
-                      seed, skip_users)
+             skip_users: frozenset = frozenset(), prior=None, weight: float | None = None, ks=(10, 20)) -> dict:
+    """Mean Recall/NDCG@k (k in ``ks``) of the ``which`` split by full ranking (data.rank_metrics; ties
+    count against the target) of :func:`ranking_score`. ``max_users`` > 0: a fixed random subset of
+    users (per-epoch validation)."""
+    return rank_split(cfg, which, L, batch_size, ranking_score(model, device, prior, weight), model.args["n_items"],
+                      max_users, seed, skip_users, ks)
+
+
+def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozenset(), progress: bool = False,
+                         ks=(10, 20)):
+    """The transition prior (model/transitions.py) of the training parts with ``tc.transition_window`` and
+    ``tc.transition_decay``, its weight chosen among ``tc.transition_weights`` by valid NDCG@20 (the
+    early-stopping metric; a tie goes to the smaller weight) -> (prior, metrics): ``valid_*`` and
+    ``test_*`` ranked with it, ``model_only_valid_*`` and ``model_only_test_*`` without, and
+    ``transition_weight`` (Recall and NDCG at each of ``ks``, which must include 20). Valid and test
+    rank ``tc.final_eval_users`` users (0: all)."""
+    from .data import train_sequences
+    from .model.transitions import TransitionPrior
+
+    t0 = time.time()
+    prior = TransitionPrior.fit(train_sequences(cfg, skip_users), model.args["n_items"], tc.transition_window,
+                                tc.transition_decay)
+    run = lambda which, w: evaluate(model, cfg, which, tc.max_len, tc.eval_batch_size, device,  # noqa: E731
+                                    tc.final_eval_users, tc.seed, skip_users, prior, w, ks)
+    scored = {w: run("valid", w) for w in sorted({0.0, *map(float, tc.transition_weights)})}
+    prior.weight = max(scored, key=lambda w: (scored[w]["valid_ndcg@20"], -w))
+    metrics = {**scored[prior.weight], **run("test", prior.weight), "transition_weight": prior.weight,
+               **{f"model_only_{k}": v for k, v in {**scored[0.0], **run("test", 0.0)}.items()}}
+    if progress:
+        print("transition prior: valid NDCG@20 " + ", ".join(f"{m['valid_ndcg@20']:.4f} at weight {w:g}"
+                                                             for w, m in scored.items())
+              + f" -> weight {prior.weight:g} ({len(prior.values)} pairs, {time.time() - t0:.1f}s)", file=sys.stderr)
+    return prior, metrics
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
@@ -402,19 +439,23 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                   f"loss {np.mean(losses[:50]):.3f} -> {np.mean(losses[-50:]):.3f} ({time.time() - t0:.1f}s)",
                   file=sys.stderr)
     n_final = tc.final_eval_users            # 0: every user; else a fixed subset, the same for model and popularity
-    # the best epoch's validation already ranked these users (same count, same seed) with these weights
-    full_valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
-                  if tc.valid_users == n_final else
-                  evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip))
-    metrics = {**full_valid,
-               **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip),
-               "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
+    if tc.transition_window and rank == 0:       # ranked with the prior, its weight chosen on valid
+        prior, final = fit_transition_prior(model, cfg, tc, device, skip, progress)
+    else:
+        prior = None
+        # the best epoch's validation already ranked these users (same count, same seed) with these weights
+        valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
+                 if tc.valid_users == n_final else
+                 evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip))
+        final = {**valid,
+                 **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip)}
+    metrics = {**final, "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
     if register:   # the registration gate's floor; bench refits and other unregistered runs skip the extra ranking
         pop = popularity_metrics(cfg, counts, "valid", tc.max_len, tc.eval_batch_size, skip, n_final, tc.seed)
         metrics.update({f"popularity_{k}": pop[k] for k in ("valid_recall@20", "valid_ndcg@20")})
     meta = {"train_config": dataclasses.asdict(tc), "table_versions": versions, "metrics": metrics}
-    emb = Embedder(model.cpu(), meta)
+    emb = Embedder(model.cpu(), meta, transitions=prior)
     version, accepted, reason = None, False, ""
     if rank == 0:
         final = emb.save(ckdir / CHECKPOINT)

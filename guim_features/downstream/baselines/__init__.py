@@ -33,6 +33,7 @@ class Embeddings:
     weights: np.ndarray | None = None    # (U, K) interest weights (uniform if None)
     scorer: Callable | None = None       # (users (B,K,d), weights (B,K), items (V,d)) -> (B,V); default max over K
     profile: np.ndarray | None = None    # (U, p) the method's fixed-length user vector for probes (None: user_matrix's mean)
+    rerank: Callable | None = None       # (rows (B,), scores (B,V)) -> (B,V) ranking scores (GUIM's transition prior)
     _top: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -46,11 +47,14 @@ class Embeddings:
             raise ValueError(f"user dim {self.users.shape[-1]} != item dim {self.items.shape[-1]}")
 
     def score(self, rows: np.ndarray) -> np.ndarray:
-        """(B, V) user-item scores for user rows ``rows``: max over interests unless a scorer is set."""
+        """(B, V) user-item scores for user rows ``rows``: max over interests unless a scorer is set,
+        then ``rerank`` if the method has one."""
         u, w = self.users[rows], self.weights[rows]  # (B, K, d), (B, K)
         if self.scorer is not None:
-            return np.asarray(self.scorer(u, w, self.items), dtype=np.float32)
-        return np.einsum("bkd,vd->bkv", u, self.items).max(axis=1)  # (B, V)
+            s = np.asarray(self.scorer(u, w, self.items), dtype=np.float32)
+        else:
+            s = np.einsum("bkd,vd->bkv", u, self.items).max(axis=1)  # (B, V)
+        return s if self.rerank is None else np.asarray(self.rerank(rows, s), dtype=np.float32)
 
     def user_matrix(self) -> np.ndarray:
         """(U, p) one vector per user for probes: ``profile`` when the method has one (GUIM's

@@ -1,0 +1,140 @@
+"""The transition prior: pair counts and the blend by hand, the bench's rerank hook, and a training
+run that fits it, chooses its weight on valid and saves it with the model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from guim_features.config import load_config
+from guim_features.model.transitions import TransitionPrior
+
+
+def hand_prior(weight: float = 0.0) -> TransitionPrior:
+    # [3, 4, 5]: 3->4 and 4->5 one apart, 3->5 two apart (0.5); [3, 4]: 3->4; [4, 4, 6]: the repeat 4->4
+    # is not a pair, 4->6 one apart and two apart (1 + 0.5); 0 (padding) and 9 (outside 8 items) are skipped
+    p = TransitionPrior.fit([np.array([0, 3, 4, 5]), np.array([3, 4, 9]), np.array([4, 4, 6])], n_items=8,
+                            window=2, decay=0.5)
+    p.weight = weight
+    return p
+
+
+def test_pair_counts_read_as_next_item_probabilities():
+    p = hand_prior()
+    P = p.probs(np.array([3, 4, 5, 0]))
+    # item 3: counts 4: 2, 5: 0.5 (total 2.5, + 1); item 4: 5: 1, 6: 1.5 (total 2.5, + 1); 5 leads nowhere
+    assert P[0].tolist() == pytest.approx([0, 0, 0, 0, 2 / 3.5, 0.5 / 3.5, 0, 0])
+    assert P[1].tolist() == pytest.approx([0, 0, 0, 0, 0, 1 / 3.5, 1.5 / 3.5, 0])
+    assert not P[2].any() and not P[3].any()             # no pairs from 5; 0 = no history
+
+
+def test_the_blend_mixes_the_softmax_with_the_prior_and_weight_zero_is_the_model():
+    p = hand_prior(weight=0.1)
+    logits = np.array([[-np.inf, -np.inf, -np.inf, 0.0, 0.0, 0.0, 0.0, 0.0]], np.float32)   # uniform over 5 items
+    out = p.blend(logits, np.array([3]))
+    assert out[0, 4] == pytest.approx(math.log(0.9 / 5 + 0.1 * 2 / 3.5), abs=1e-6)
+    assert out[0, 5] == pytest.approx(math.log(0.9 / 5 + 0.1 * 0.5 / 3.5), abs=1e-6)
+    assert out[0, 6] == pytest.approx(math.log(0.9 / 5), abs=1e-6)
+    assert np.isneginf(out[0, :3]).all()
+    assert np.argsort(-out[0])[:3].tolist() == [4, 5, 3]           # the pairs first; the rest keep their order
+    assert p.blend(logits, np.array([3]), weight=0.0) is logits     # weight 0: the model's own ranking
+    with pytest.raises(ValueError, match="expected \\[0, 1\\)"):
+        p.blend(logits, np.array([3]), weight=1.0)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="window 0"):
+        TransitionPrior.fit([np.array([3, 4])], 8, window=0, decay=0.5)
+    with pytest.raises(ValueError, match="decay 0"):
+        TransitionPrior.fit([np.array([3, 4])], 8, window=1, decay=0.0)
+
+
+def test_bench_rankings_go_through_the_methods_rerank():
+    from test_bench_metrics import tiny, tiny_embeddings
+
+    from guim_features.downstream.baselines import Embeddings
+
+    d, e = tiny(), tiny_embeddings()
+    assert e.top_items(d, 3).tolist() == [[5, 7, 8], [5, 6, 8]]
+    # a rerank that puts item 8 first for every user
+    lifted = Embeddings(e.items, e.users, rerank=lambda rows, s: s + 10.0 * (np.arange(s.shape[1]) == 8))
+    assert lifted.top_items(d, 3).tolist() == [[8, 5, 7], [8, 5, 6]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A barely trained model (two steps) with the prior, on planted cycles: the next item is usually
+    the successor of the user's previous item of that category."""
+    from silver import write_silver
+
+    from guim_features.train import train_model
+
+    ws = tmp_path_factory.mktemp("transitions") / "ws"
+    write_silver(ws / "lakehouse", users=80, items=40, categories=4, events=14, seed=1)
+    cfg = load_config(ws)
+    res = train_model(cfg, overrides={"d": 16, "layers": 1, "heads": 1, "K": 2, "batch_size": 16, "epochs": 1,
+                                      "max_steps": 2, "valid_users": 0, "profile_steps": 0, "transition_window": 1,
+                                      "transition_weights": [0.0, 0.5]},
+                      mlflow_log=False, register=False, progress=False)
+    return ws, cfg, res
+
+
+def test_training_fits_the_prior_chooses_its_weight_on_valid_and_saves_it(trained):
+    from guim_features.data import train_sequences
+    from guim_features.embedder import CHECKPOINT, from_checkpoint
+
+    ws, cfg, res = trained
+    m = res.metrics
+    # two steps leave the model near chance; the counted successors predict the planted cycles
+    assert m["transition_weight"] == 0.5
+    assert m["valid_ndcg@20"] > m["model_only_valid_ndcg@20"] and m["test_ndcg@20"] > m["model_only_test_ndcg@20"]
+    expect = TransitionPrior.fit(train_sequences(cfg), res.embedder.model.args["n_items"], 1, 0.5)
+    for emb in (res.embedder, from_checkpoint(ws / "checkpoints" / CHECKPOINT)):
+        got = emb.transitions
+        assert got.weight == 0.5 and got.window == 1
+        assert np.array_equal(got.indptr, expect.indptr) and np.array_equal(got.indices, expect.indices)
+        assert np.allclose(got.values, expect.values)
+
+
+def test_the_bench_ranks_each_user_with_the_prior_of_their_last_item(trained):
+    import pandas as pd
+    from deltalake import DeltaTable
+
+    from guim_features.downstream.baselines.guim import embed_with
+    from guim_features.downstream.data import BenchData
+
+    ws, cfg, res = trained
+    emb = res.embedder
+    read = lambda name: DeltaTable(str(ws / "lakehouse" / name)).to_pandas()   # noqa: E731
+    none = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
+    data = BenchData.from_frames(read("item_index"), read("user_sequences"), none, none, none, ["buy"],
+                                 read("item_features"))
+    assert embed_with(emb, data).rerank is not None
+    emb.transitions.weight = 0.999            # the prior all but decides: the top item is the last item's likeliest
+    try:                                      # successor among the items the user has not had yet
+        top = embed_with(emb, data).top_items(data, 1)[:, 0]
+    finally:
+        emb.transitions.weight = 0.5
+    checked = 0
+    for u in range(data.n_users):
+        history = data.test_input(u)
+        P = emb.transitions.probs(np.array([history[-1]]), data.n_items)[0]
+        P[history] = 0
+        if P.max() > 0 and (P == P.max()).sum() == 1:
+            assert top[u] == P.argmax()
+            checked += 1
+    assert checked > data.n_users // 2
+
+
+def test_a_bad_transition_setting_is_refused_before_training(tmp_path):
+    from silver import write_silver
+
+    from guim_features.errors import GuimError
+    from guim_features.train import train_model
+
+    write_silver(tmp_path / "ws" / "lakehouse", users=20, items=12, events=8)
+    cfg = load_config(tmp_path / "ws")
+    with pytest.raises(GuimError, match="transition_weights"):
+        train_model(cfg, overrides={"transition_window": 2, "transition_weights": [0.0, 1.5]},
+                    mlflow_log=False, register=False, progress=False)
