@@ -212,7 +212,6 @@ def from_checkpoint(path: str | os.PathLike, model_version: str | None = None, d
     import torch
 
     from .model import GUIM
-
     from .model.transitions import TransitionPrior
 
     ck = torch.load(path, map_location=device, weights_only=True)

@@ -440,16 +440,16 @@ def train_model(cfg, *, seed: int | None = None, overrides: dict | None = None, 
                   file=sys.stderr)
     n_final = tc.final_eval_users            # 0: every user; else a fixed subset, the same for model and popularity
     if tc.transition_window and rank == 0:       # ranked with the prior, its weight chosen on valid
-        prior, final = fit_transition_prior(model, cfg, tc, device, skip, progress)
+        prior, ranked = fit_transition_prior(model, cfg, tc, device, skip, progress)
     else:
         prior = None
         # the best epoch's validation already ranked these users (same count, same seed) with these weights
         valid = ({k: v for k, v in max(history, key=lambda r: r["valid_ndcg@20"]).items() if k.startswith("valid_")}
                  if tc.valid_users == n_final else
                  evaluate(model, cfg, "valid", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip))
-        final = {**valid,
-                 **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip)}
-    metrics = {**final, "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
+        ranked = {**valid,
+                  **evaluate(model, cfg, "test", tc.max_len, tc.eval_batch_size, device, n_final, tc.seed, skip)}
+    metrics = {**ranked, "best_epoch": max(history, key=lambda r: r["valid_ndcg@20"])["epoch"], "epochs": len(history),
                "seq_per_s": float(np.mean([r["seq_per_s"] for r in history]))}
     if register:   # the registration gate's floor; bench refits and other unregistered runs skip the extra ranking
         pop = popularity_metrics(cfg, counts, "valid", tc.max_len, tc.eval_batch_size, skip, n_final, tc.seed)
@@ -575,6 +575,9 @@ def _print_result(res: TrainResult) -> None:
     m = res.metrics
     print(f"test Recall@20 {m['test_recall@20']:.4f}  NDCG@20 {m['test_ndcg@20']:.4f}  "
           f"(valid Recall@20 {m['valid_recall@20']:.4f}, best epoch {m['best_epoch']}/{m['epochs']})")
+    if "transition_weight" in m:
+        print(f"  with the transition prior at weight {m['transition_weight']:g} (chosen on valid); the model alone: "
+              f"test Recall@20 {m['model_only_test_recall@20']:.4f}  NDCG@20 {m['model_only_test_ndcg@20']:.4f}")
     if res.model_version:
         alias = "alias challenger" if res.challenger else "WITHOUT alias challenger: not better than popularity"
         print(f"registered model version {res.model_version} ({alias}: {res.gate}), run {res.run_id}")
