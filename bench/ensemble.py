@@ -35,12 +35,7 @@ def main() -> None:
                    help="also rank by the first model's mean over this many dropout passes (0: off)")
     p.add_argument("checkpoints", nargs="+", help="model.pt files (checkpoint_dir/model.pt of guim train runs)")
     args = p.parse_args()
-    try:
-        ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
-    except ValueError:
-        ks = ()
-    if not ks or ks[0] < 1:
-        p.error(f"--ks {args.ks}: expected positive whole numbers separated by commas, e.g. 5,10,20")
+    ks = cut_offs(p, args.ks)
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.workspace)
@@ -65,6 +60,17 @@ def main() -> None:
         for name, m in rows.items():
             print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in keys) + " |")
     print(f"load average at the start {load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+
+
+def cut_offs(parser, text: str) -> tuple:
+    """``--ks`` "5,10,20" -> (5, 10, 20), sorted and distinct; anything else is a usage error."""
+    try:
+        ks = tuple(sorted({int(k) for k in text.split(",")}))
+    except ValueError:
+        ks = ()
+    if not ks or ks[0] < 1:
+        parser.error(f"--ks {text}: expected positive whole numbers separated by commas, e.g. 5,10,20")
+    return ks
 
 
 def dropout_score(model, passes: int):

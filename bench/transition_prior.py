@@ -22,6 +22,7 @@ import os
 
 def main() -> None:
     import torch
+    from ensemble import cut_offs          # bench/ensemble.py, beside this script
 
     from guim_features.config import load_config
     from guim_features.downstream.metrics import spread
@@ -36,12 +37,7 @@ def main() -> None:
     p.add_argument("--ks", default="10,20", help="cut-offs of Recall@k and NDCG@k, comma-separated")
     p.add_argument("checkpoints", nargs="+", help="model.pt files of guim train runs")
     args = p.parse_args()
-    try:
-        ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
-    except ValueError:
-        ks = ()
-    if not ks or ks[0] < 1:
-        p.error(f"--ks {args.ks}: expected positive whole numbers separated by commas, e.g. 5,10,20")
+    ks = cut_offs(p, args.ks)
     load_start = os.getloadavg()
     cfg = load_config(args.workspace, args.overrides)
     torch.set_num_threads(cfg.train.threads or 1)
