@@ -65,8 +65,9 @@ def _train_config(cfg, seed, overrides):
         raise GuimError(f"train.transition_window={tc.transition_window}: expected 0 (off) or a number of events")
     if tc.transition_window and not 0.0 < tc.transition_decay <= 1.0:
         raise GuimError(f"train.transition_decay={tc.transition_decay}: expected a weight in (0, 1]")
-    weights = tc.transition_weights if isinstance(tc.transition_weights, (list, tuple)) else [tc.transition_weights]
-    if tc.transition_window and (not weights or not all(isinstance(w, (int, float)) and 0 <= w < 1 for w in weights)):
+    weights = tc.transition_weights
+    if tc.transition_window and not (isinstance(weights, (list, tuple)) and weights
+                                     and all(isinstance(w, (int, float)) and 0 <= w < 1 for w in weights)):
         raise GuimError(f"train.transition_weights={tc.transition_weights}: expected a list of blend weights in [0, 1)")
     for key in ("max_steps", "final_eval_users", "valid_users"):
         if getattr(tc, key) < 0:
@@ -91,30 +92,34 @@ EVAL_LOGITS = 1 << 25   # scores in one ranking batch (users x catalogue) and in
 
 
 def rank_split(cfg, which: str, L: int, batch_size: int, score, n_items: int, max_users: int = 0, seed: int = 0,
-                skip_users: frozenset = frozenset(), ks=(10, 20)) -> dict:
+               skip_users: frozenset = frozenset(), ks=(10, 20), variants: dict | None = None) -> dict:
     """Mean Recall/NDCG@k (k in ``ks``) of the ``which`` split, ranking every item by ``score(batch)`` -> (B, V)
     (data.rank_metrics: the user's earlier items excluded, ties count against the target).
+    ``variants``: {name: f(scores, batch) -> scores}, rankings derived from the same ``score`` (computed
+    once per batch) -> {name: metrics}.
     Batches hold at most :data:`EVAL_LOGITS` scores (users x ``n_items``): a (B, V) score matrix and
     rank_metrics' copies of it are what a large catalogue makes big (512 users x 200k items: 410 MB each)."""
     from .data import eval_batches, rank_metrics
 
     batch_size = max(1, min(batch_size, EVAL_LOGITS // max(n_items, 1)))
-    tot: dict = {}
+    fns = variants or {None: lambda s, b: s}
+    tot: dict = {name: {} for name in fns}
     for b in eval_batches(cfg, which, L, batch_size, max_users, seed, skip_users):
-        for k, v in rank_metrics(score(b), b["target"], b["seen"], ks=ks).items():
-            tot[k] = tot.get(k, 0.0) + v
-    n = max(tot.pop("n", 0.0), 1.0)
-    return {f"{which}_{k}": v / n for k, v in tot.items()}
+        s = score(b)
+        for name, f in fns.items():
+            for k, v in rank_metrics(f(s, b), b["target"], b["seen"], ks=ks).items():
+                tot[name][k] = tot[name].get(k, 0.0) + v
+    out = {name: {f"{which}_{k}": v / max(t.get("n", 0.0), 1.0) for k, v in t.items() if k != "n"}
+           for name, t in tot.items()}
+    return out if variants else out[None]
 
 
-def ranking_score(model, device, prior=None, weight: float | None = None):
+def ranking_score(model, device):
     """``score(batch)`` -> (B, V) numpy scores of every item_idx for an :func:`data.eval_batches`
     batch (-inf below FIRST_ITEM_INDEX): the model's training logits, which rank as its score does.
     The model is put in eval mode and the catalogue embedded once. A batch's users are scored in row
     blocks of at most :data:`EVAL_LOGITS` K-interest logits, so memory stays flat as the catalogue
-    grows (512 users x 4 interests x 200k items would be 1.6 GB per intermediate). ``prior``: a
-    :class:`~guim_features.model.transitions.TransitionPrior` blended in with ``weight`` (None: its
-    own) given each user's last input item."""
+    grows (512 users x 4 interests x 200k items would be 1.6 GB per intermediate)."""
     import torch
 
     model.eval()
@@ -129,19 +134,18 @@ def ranking_score(model, device, prior=None, weight: float | None = None):
             # the training logits = score / tau: the same ranking, and the fused K-mixture path is 2x cheaper
             s = torch.cat([model.logits(interests[r:r + rows].float(), weights[r:r + rows].float(), cat)
                            for r in range(0, len(interests), rows)])        # (B, V - 3)
-            s = torch.nn.functional.pad(s, (FIRST_ITEM_INDEX, 0), value=float("-inf")).cpu().numpy()  # (B, V)
-        return s if prior is None else prior.blend(s, b["items"][:, -1], weight)
+            return torch.nn.functional.pad(s, (FIRST_ITEM_INDEX, 0), value=float("-inf")).cpu().numpy()  # (B, V)
 
     return score
 
 
 def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users: int = 0, seed: int = 0,
-             skip_users: frozenset = frozenset(), prior=None, weight: float | None = None, ks=(10, 20)) -> dict:
-    """Mean Recall/NDCG@k (k in ``ks``) of the ``which`` split by full ranking (data.rank_metrics; ties
-    count against the target) of :func:`ranking_score`. ``max_users`` > 0: a fixed random subset of
-    users (per-epoch validation)."""
-    return rank_split(cfg, which, L, batch_size, ranking_score(model, device, prior, weight), model.args["n_items"],
-                      max_users, seed, skip_users, ks)
+             skip_users: frozenset = frozenset()) -> dict:
+    """Mean Recall/NDCG@10/20 of the ``which`` split by full ranking (data.rank_metrics; ties count
+    against the target) of :func:`ranking_score`. ``max_users`` > 0: a fixed random subset of users
+    (per-epoch validation)."""
+    return rank_split(cfg, which, L, batch_size, ranking_score(model, device), model.args["n_items"], max_users,
+                      seed, skip_users)
 
 
 def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozenset(), progress: bool = False,
@@ -158,12 +162,18 @@ def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozens
     t0 = time.time()
     prior = TransitionPrior.fit(train_sequences(cfg, skip_users), model.args["n_items"], tc.transition_window,
                                 tc.transition_decay)
-    run = lambda which, w: evaluate(model, cfg, which, tc.max_len, tc.eval_batch_size, device,  # noqa: E731
-                                    tc.final_eval_users, tc.seed, skip_users, prior, w, ks)
-    scored = {w: run("valid", w) for w in sorted({0.0, *map(float, tc.transition_weights)})}
+    score = ranking_score(model, device)             # the model's logits, once per batch for every weight
+
+    def rank(which: str, weights) -> dict:
+        blends = {w: (lambda s, b, w=w: prior.blend(s, b["items"][:, -1], w)) for w in weights}
+        return rank_split(cfg, which, tc.max_len, tc.eval_batch_size, score, model.args["n_items"],
+                          tc.final_eval_users, tc.seed, skip_users, ks, variants=blends)
+
+    scored = rank("valid", sorted({0.0, *map(float, tc.transition_weights)}))
     prior.weight = max(scored, key=lambda w: (scored[w]["valid_ndcg@20"], -w))
-    metrics = {**scored[prior.weight], **run("test", prior.weight), "transition_weight": prior.weight,
-               **{f"model_only_{k}": v for k, v in {**scored[0.0], **run("test", 0.0)}.items()}}
+    test = rank("test", sorted({0.0, prior.weight}))
+    metrics = {**scored[prior.weight], **test[prior.weight], "transition_weight": prior.weight,
+               **{f"model_only_{k}": v for k, v in {**scored[0.0], **test[0.0]}.items()}}
     if progress:
         print("transition prior: valid NDCG@20 " + ", ".join(f"{m['valid_ndcg@20']:.4f} at weight {w:g}"
                                                              for w, m in scored.items())
