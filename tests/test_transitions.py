@@ -3,6 +3,7 @@ run that fits it, chooses its weight on valid and saves it with the model."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,34 +98,94 @@ def test_training_fits_the_prior_chooses_its_weight_on_valid_and_saves_it(traine
         assert np.allclose(got.values, expect.values)
 
 
-def test_the_bench_ranks_each_user_with_the_prior_of_their_last_item(trained):
+def bench_data(ws):
     import pandas as pd
     from deltalake import DeltaTable
 
-    from guim_features.downstream.baselines.guim import embed_with
     from guim_features.downstream.data import BenchData
+
+    read = lambda name: DeltaTable(str(ws / "lakehouse" / name)).to_pandas()   # noqa: E731
+    none = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
+    return BenchData.from_frames(read("item_index"), read("user_sequences"), none, none, none, ["buy"],
+                                 read("item_features"))
+
+
+def likeliest_successors(prior, data) -> dict:
+    """{user row: the unseen item their last test-input item most likely leads to}, where one item is likeliest."""
+    out = {}
+    for u in range(data.n_users):
+        history = data.test_input(u)
+        P = prior.probs(np.array([history[-1]]), data.n_items)[0]
+        P[history] = 0
+        if P.max() > 0 and (P == P.max()).sum() == 1:
+            out[u] = int(P.argmax())
+    return out
+
+
+def test_the_bench_ranks_each_user_with_the_prior_of_their_last_item(trained):
+    from guim_features.downstream.baselines.guim import embed_with
 
     ws, cfg, res = trained
     emb = res.embedder
-    read = lambda name: DeltaTable(str(ws / "lakehouse" / name)).to_pandas()   # noqa: E731
-    none = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
-    data = BenchData.from_frames(read("item_index"), read("user_sequences"), none, none, none, ["buy"],
-                                 read("item_features"))
+    data = bench_data(ws)
     assert embed_with(emb, data).rerank is not None
     emb.transitions.weight = 0.999            # the prior all but decides: the top item is the last item's likeliest
     try:                                      # successor among the items the user has not had yet
         top = embed_with(emb, data).top_items(data, 1)[:, 0]
     finally:
         emb.transitions.weight = 0.5
-    checked = 0
+    want = likeliest_successors(emb.transitions, data)
+    assert len(want) > data.n_users // 2
+    assert {u: int(top[u]) for u in want} == want
+
+
+def test_the_bench_gives_a_baseline_the_same_prior_chosen_on_valid(trained):
+    """``train.transition_window`` > 0 gives every method the prior: counted on the bench's train parts
+    (the trainer's pairs), its weight chosen on valid, and a method that ranks at chance then ranks
+    each user's last item's likeliest successor first."""
+    from guim_features.downstream.baselines import Embeddings, add_transition_prior
+
+    ws, cfg, res = trained
+    data = bench_data(ws)
+    tc = replace(cfg.train, transition_window=1, transition_weights=[0.0, 0.5])
+    flat = np.zeros((data.n_users, 1, 2), np.float32)         # every item scores 0: chance
+
+    def chance():
+        return Embeddings(np.zeros((data.n_items, 2)), flat, valid_users=flat)
+
+    emb = chance()
+    add_transition_prior(emb, data, tc)
+    assert emb.transition_weight == 0.5 and emb.rerank is not None
+    expect = res.embedder.transitions                           # the trainer's count of the same train parts
+    want = likeliest_successors(expect, data)
+    top = emb.top_items(data, 1)[:, 0]
+    assert len(want) > data.n_users // 2 and {u: int(top[u]) for u in want} == want
+
+    # off, a method without valid vectors, or one that reranks already: left as it is
+    for setting, e in ((replace(cfg.train, transition_window=0), chance()),
+                       (tc, Embeddings(np.zeros((data.n_items, 2)), flat)),
+                       (tc, Embeddings(np.zeros((data.n_items, 2)), flat, valid_users=flat, rerank=lambda r, s: s))):
+        before = e.rerank
+        add_transition_prior(e, data, setting)
+        assert e.rerank is before and e.transition_weight is None
+
+
+def test_a_method_that_ranks_valid_perfectly_keeps_weight_zero(trained):
+    """An oracle on valid cannot gain from the prior: the tie goes to the smaller weight, 0, and the
+    method ranks alone."""
+    from guim_features.downstream.baselines import Embeddings, add_transition_prior
+    from guim_features.schemas import VALID
+
+    ws, cfg, res = trained
+    data = bench_data(ws)
+    items = np.eye(data.n_items, dtype=np.float32)                       # one dimension per item
+    valid = np.zeros((data.n_users, data.n_items), np.float32)
     for u in range(data.n_users):
-        history = data.test_input(u)
-        P = emb.transitions.probs(np.array([history[-1]]), data.n_items)[0]
-        P[history] = 0
-        if P.max() > 0 and (P == P.max()).sum() == 1:
-            assert top[u] == P.argmax()
-            checked += 1
-    assert checked > data.n_users // 2
+        if len(data.part(u, (VALID,))):
+            valid[u, data.part(u, (VALID,))[0]] = 50.0                   # the valid target, far ahead
+    emb = Embeddings(items, valid, valid_users=valid)
+    add_transition_prior(emb, data, replace(cfg.train, transition_window=1, transition_weights=[0.0, 0.5]))
+    assert emb.transition_weight == 0.0 and emb.rerank is None
 
 
 def test_a_bad_transition_setting_is_refused_before_training(tmp_path):

@@ -81,7 +81,7 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
     A method that raises is recorded in ``failed_methods`` with the reason (its other seeds are
     not run; :class:`.baselines.Unavailable` goes to ``skipped_methods`` instead) and the suite
     goes on with the next method."""
-    from .baselines import Unavailable
+    from .baselines import Unavailable, add_transition_prior
     from .tasks import NAMES, headline, load
 
     tasks = [load(t) for t in cfg.bench.tasks]  # unknown task names fail before any training
@@ -115,8 +115,13 @@ def run_suite(cfg, data, methods: list, seeds: int = 1, log=print, partial=None,
                 for method, view, names, aware in plan:
                     t0 = time.perf_counter()
                     emb = method.embed(view, seed)
+                    add_transition_prior(emb, view, cfg.train)   # train.transition_window > 0: every method's
                     fit += time.perf_counter() - t0
                     got, skipped = evaluate_tasks(view, emb, cfg.bench, names, aware)
+                    if emb.transition_weight is not None and "next_item" in got:
+                        got["next_item"]["transition_weight"] = emb.transition_weight
+                        if len(emb.logit_scales) > 1:
+                            got["next_item"]["transition_logit_scale"] = emb.transition_scale
                     task_skips.update(skipped)
                     for task, metrics in got.items():
                         scores.setdefault(task, {}).update(metrics)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 EXPERIMENT = "guim-bench"
+SETTINGS = {"transition_weight", "transition_logit_scale"}   # per-run choices reported beside the metrics, never ranked
 
 
 def _cell(r: dict) -> str:
@@ -43,7 +44,8 @@ def markdown(report: dict) -> str:
             continue
         metrics = list(dict.fromkeys(k for m in methods for k in res[m].get(task, {})))
         for k in metrics:
-            marked = marked_cells({m: res[m][task][k] for m in methods if k in res[m].get(task, {})})
+            vals = {m: res[m][task][k] for m in methods if k in res[m].get(task, {})}
+            marked = {m: _cell(v) for m, v in vals.items()} if k in SETTINGS else marked_cells(vals)
             cells = [marked.get(m, "–") for m in methods]
             star = " *" if report["headline"].get(task) == k else ""
             lines.append(f"| {task} | {k}{star} | " + " | ".join(cells) + " |")

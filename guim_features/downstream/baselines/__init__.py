@@ -21,7 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from ...schemas import FIRST_ITEM_INDEX
+from ...schemas import FIRST_ITEM_INDEX, VALID
+
+
+SCALED_LOGITS = (1.0, 10.0, 30.0, 100.0)   # logit_scales of a method whose scores are not a softmax's logits
 
 
 @dataclass
@@ -33,7 +36,13 @@ class Embeddings:
     weights: np.ndarray | None = None    # (U, K) interest weights (uniform if None)
     scorer: Callable | None = None       # (users (B,K,d), weights (B,K), items (V,d)) -> (B,V); default max over K
     profile: np.ndarray | None = None    # (U, p) the method's fixed-length user vector for probes (None: user_matrix's mean)
-    rerank: Callable | None = None       # (rows (B,), scores (B,V)) -> (B,V) ranking scores (GUIM's transition prior)
+    rerank: Callable | None = None       # (rows (B,), scores (B,V)) -> (B,V) ranking scores (the transition prior)
+    valid_users: np.ndarray | None = None  # (U, K, d) interests from the train part alone (the valid input), so the
+                                           # transition prior's weight can be chosen on valid (add_transition_prior)
+    logit_scales: tuple = (1.0,)         # factors that turn score into softmax logits, tried on valid with the prior
+                                         # ((1,): the scores are a softmax's logits already)
+    transition_weight: float | None = None   # the prior's weight in rerank (None: no prior fitted)
+    transition_scale: float | None = None    # the logit scale chosen with it
     _top: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -43,18 +52,24 @@ class Embeddings:
             self.users = self.users[:, None, :]  # (U, 1, d)
         if self.weights is None:
             self.weights = np.full(self.users.shape[:2], 1.0 / self.users.shape[1], dtype=np.float32)
+        if self.valid_users is not None:
+            self.valid_users = np.asarray(self.valid_users, dtype=np.float32)
+            if self.valid_users.ndim == 2:
+                self.valid_users = self.valid_users[:, None, :]
         if self.users.shape[-1] != self.items.shape[-1]:
             raise ValueError(f"user dim {self.users.shape[-1]} != item dim {self.items.shape[-1]}")
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """(B, V) user-item scores for user rows ``rows``: max over interests unless a scorer is set,
         then ``rerank`` if the method has one."""
-        u, w = self.users[rows], self.weights[rows]  # (B, K, d), (B, K)
-        if self.scorer is not None:
-            s = np.asarray(self.scorer(u, w, self.items), dtype=np.float32)
-        else:
-            s = np.einsum("bkd,vd->bkv", u, self.items).max(axis=1)  # (B, V)
+        s = self.model_score(self.users[rows], self.weights[rows])
         return s if self.rerank is None else np.asarray(self.rerank(rows, s), dtype=np.float32)
+
+    def model_score(self, users: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(B, K, d) interests and (B, K) weights -> (B, V) the method's own scores (no rerank)."""
+        if self.scorer is not None:
+            return np.asarray(self.scorer(users, weights, self.items), dtype=np.float32)
+        return np.einsum("bkd,vd->bkv", users, self.items).max(axis=1)  # (B, V)
 
     def user_matrix(self) -> np.ndarray:
         """(U, p) one vector per user for probes: ``profile`` when the method has one (GUIM's
@@ -108,6 +123,53 @@ class Method:
         """The same method with item content withheld from its item vectors, for the tasks whose
         labels are that content; None when it reads none or cannot be refitted without it."""
         return None
+
+
+def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
+    """Give a method the transition prior GUIM's trainer gives GUIM (``train.transition_window`` > 0;
+    model/transitions.py), chosen the same way, so a gain from it is not GUIM's alone.
+
+    The pairs of ``data``'s train parts are counted with ``tc.transition_window`` and
+    ``tc.transition_decay``; the weight (``tc.transition_weights``, and 0: the method alone) and the
+    factor turning the method's scores into logits (``emb.logit_scales``) are chosen by NDCG@20 of
+    each user's first valid event, ranked from their train part (``emb.valid_users``) over the
+    whole catalogue with the train items excluded (a tie goes to the smaller weight). ``emb`` then
+    ranks with ``rerank`` from each user's last test-input item, and records the weight in
+    ``transition_weight``. Nothing happens when the prior is off, when the method reranks already
+    (GUIM's checkpoint carries its own prior), or when it has no ``valid_users``."""
+    from ...data import rank_metrics
+    from ...model.transitions import TransitionPrior
+
+    if tc.transition_window <= 0 or emb.rerank is not None or emb.valid_users is None:
+        return
+    prior = TransitionPrior.fit([data.train_items(u) for u in range(data.n_users)], data.n_items,
+                                tc.transition_window, tc.transition_decay)
+    users = [u for u in range(data.n_users) if len(data.train_items(u)) and len(data.part(u, (VALID,)))]
+    choices = [(0.0, 1.0)] + [(float(w), float(c)) for w in sorted(set(map(float, tc.transition_weights)) - {0.0})
+                              for c in emb.logit_scales]
+    ndcg = dict.fromkeys(choices, 0.0)
+    for s in range(0, len(users), batch):
+        rows = np.array(users[s:s + batch])
+        seen = [data.train_items(u) for u in rows]
+        target = np.array([data.part(u, (VALID,))[0] for u in rows])
+        last = np.array([x[-1] for x in seen])
+        z = emb.model_score(emb.valid_users[rows], emb.weights[rows])  # (B, V)
+        z[:, :FIRST_ITEM_INDEX] = -np.inf
+        for w, c in choices:
+            ndcg[(w, c)] += rank_metrics(prior.blend(z * np.float32(c), last, w), target, seen, ks=(20,))["ndcg@20"]
+    w, c = max(choices, key=lambda k: (ndcg[k], -k[0], -k[1]))
+    emb.transition_weight, emb.transition_scale = w, c
+    if w <= 0:
+        return
+    prior.weight = w
+    last_test = np.array([(x[-1] if len(x) else 0) for x in (data.test_input(u) for u in range(data.n_users))])
+
+    def rerank(rows, s):
+        s = np.array(s, dtype=np.float32) * np.float32(c)
+        s[:, :FIRST_ITEM_INDEX] = -np.inf              # reserved rows are not items: out of the softmax
+        return prior.blend(s, last_test[rows])
+
+    emb.rerank = rerank
 
 
 def recent_mean(vectors: np.ndarray, items: np.ndarray, last: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ...embedder import als_fold_in
-from . import Embeddings, Method
+from . import SCALED_LOGITS, Embeddings, Method
 
 
 class ALS(Method):
@@ -34,6 +34,6 @@ class ALS(Method):
         f = model.itemFactors.toPandas()
         items = np.zeros((data.n_items, b.als_rank), dtype=np.float64)  # (V, r)
         items[f["id"].to_numpy()] = np.stack(f["features"].to_numpy())
-        users = als_fold_in(items, [np.unique(data.test_input(u)) for u in range(data.n_users)],
-                            b.als_alpha, b.als_reg)  # (U, r)
-        return Embeddings(items, users)
+        users, valid = (als_fold_in(items, [np.unique(part(u)) for u in range(data.n_users)], b.als_alpha, b.als_reg)
+                        for part in (data.test_input, data.train_items))  # (U, r) each
+        return Embeddings(items, users, valid_users=valid, logit_scales=SCALED_LOGITS)  # preferences, about 0..1

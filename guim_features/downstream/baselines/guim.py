@@ -51,7 +51,8 @@ def embed_with(embedder, data) -> Embeddings:
             return embedder.rank_scores(s, last[rows])
 
     return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer,
-                      profile=np.concatenate(profile), rerank=rerank)
+                      profile=np.concatenate(profile), rerank=rerank,
+                      transition_weight=None if prior is None else prior.weight)
 
 
 class GuimTrained(Method):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import GuimError
-from . import Embeddings, Method, recent_mean
+from . import SCALED_LOGITS, Embeddings, Method, recent_mean
 
 
 class Item2Vec(Method):
@@ -29,6 +29,6 @@ class Item2Vec(Method):
         items = np.zeros((data.n_items, b.dim), dtype=np.float32)  # (V, d)
         keys = np.array([int(k) for k in model.wv.index_to_key])
         items[keys] = model.wv.get_normed_vectors()
-        users = np.stack([recent_mean(items, data.test_input(u), b.item2vec_recent)
-                          for u in range(data.n_users)])  # (U, d)
-        return Embeddings(items, users)
+        users, valid = (np.stack([recent_mean(items, part(u), b.item2vec_recent) for u in range(data.n_users)])
+                        for part in (data.test_input, data.train_items))  # (U, d) each
+        return Embeddings(items, users, valid_users=valid, logit_scales=SCALED_LOGITS)  # cosines

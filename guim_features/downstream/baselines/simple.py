@@ -27,4 +27,6 @@ class Popularity(Method):
 
     def embed(self, data, seed: int) -> Embeddings:
         items = np.log1p(data.train_counts.astype(np.float32))[:, None]  # (V, 1)
-        return Embeddings(items, np.ones((data.n_users, 1, 1)))          # (U, 1, 1)
+        ones = np.ones((data.n_users, 1, 1))                              # (U, 1, 1)
+        # softmax(log(1 + count)) is the smoothed popularity distribution: logits as they are
+        return Embeddings(items, ones, valid_users=ones)
