@@ -7,7 +7,10 @@ made a 4-query search ~50x slower (measured floors). The folder holds
 - ``index.faiss``  the HNSW graph and vectors,
 - ``vectors.npy``  the item vectors (N, d) float32, held in memory for exact re-scoring of candidates,
 - ``items.npy``    item ids in index order,
-- ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at.
+- ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at,
+  and ``transitions`` (weight, window, decay, pairs) when the model carries a transition prior;
+- ``transitions.npz`` only then: the prior P(next | last item) as CSR arrays over index rows
+  (``indptr`` (N + 1,), ``indices``, ``values``), which ``guim recommend`` blends with the model.
 
 ``guim publish`` logs the same files to the MLflow run of the model version, under
 ``ann_index/v<version>`` (:func:`artifact_path`); :meth:`ItemIndex.from_mlflow` loads them back
@@ -25,6 +28,12 @@ import numpy as np
 from .errors import GuimError
 
 FILES = ("index.faiss", "vectors.npy", "items.npy", "meta.json")
+PRIOR_FILE = "transitions.npz"
+
+
+def files(meta: dict) -> tuple:
+    """The files of an index folder with this meta (the prior's file only when it has one)."""
+    return FILES[:-1] + ((PRIOR_FILE,) if meta.get("transitions") else ()) + FILES[-1:]
 
 
 def artifact_path(model_version) -> str:
@@ -47,6 +56,15 @@ class ItemIndex:
     item_ids: np.ndarray             # (N,) str, row i of the index is item_ids[i]
     vectors: np.ndarray              # (N, d) float32
     meta: dict = field(default_factory=dict)
+    transitions: dict | None = None  # {"indptr", "indices", "values"}: P(row j | last row i), CSR over rows
+
+    def successors(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, P(row | ``row``)) of the items the prior says follow index row ``row`` (empty without one)."""
+        if self.transitions is None or not 0 <= row < len(self.item_ids):
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        ptr = self.transitions["indptr"]
+        lo, hi = int(ptr[row]), int(ptr[row + 1])
+        return self.transitions["indices"][lo:hi], self.transitions["values"][lo:hi]
 
     @property
     def model_version(self) -> str:
@@ -82,9 +100,14 @@ class ItemIndex:
             np.save(f, self.vectors)
         with open(folder / "items.npy.tmp", "wb") as f:
             np.save(f, self.item_ids)
+        if self.transitions is not None:
+            with open(folder / f"{PRIOR_FILE}.tmp", "wb") as f:
+                np.savez(f, **self.transitions)
         (folder / "meta.json.tmp").write_text(json.dumps(self.meta, indent=1))
-        for name in FILES:
+        for name in files(self.meta):
             os.replace(folder / f"{name}.tmp", folder / name)
+        if not self.meta.get("transitions"):
+            (folder / PRIOR_FILE).unlink(missing_ok=True)       # an earlier version's prior is not this one's
         return folder
 
     @classmethod
@@ -96,7 +119,11 @@ class ItemIndex:
         meta = json.loads((folder / "meta.json").read_text())
         index = faiss.read_index(str(folder / "index.faiss"))
         index.hnsw.efSearch = meta["ef_search"]
-        return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy"), meta)
+        prior = None
+        if meta.get("transitions"):
+            with np.load(folder / PRIOR_FILE) as z:
+                prior = {k: z[k] for k in ("indptr", "indices", "values")}
+        return cls(index, np.load(folder / "items.npy"), np.load(folder / "vectors.npy"), meta, prior)
 
     @classmethod
     def from_mlflow(cls, model_version, model_name: str = "guim", run_id: str | None = None,
@@ -116,7 +143,9 @@ class ItemIndex:
         except MlflowException as e:
             raise GuimError(f"no item index of {model_name} version {model_version} in MLflow "
                             f"({e.message.splitlines()[0]}); `guim publish` logs it") from None
-        missing = [f for f in FILES if not (Path(local) / f).exists()]
+        meta = Path(local) / "meta.json"
+        missing = [f for f in (files(json.loads(meta.read_text())) if meta.exists() else FILES)
+                   if not (Path(local) / f).exists()]
         if missing:
             raise GuimError(f"the item index logged to run {run_id} lacks {', '.join(missing)}: publish the "
                             f"version again (`guim publish --model-version {model_version}`)")

@@ -82,6 +82,10 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--exclude-seen", action="store_true", dest="exclude_seen",
                        help="never recommend the user's seen_items (their events before the published "
                             "snapshot; the bronze events where the published view predates seen_items)")
+        p.add_argument("--last-item", dest="last_item", metavar="ITEM_ID",
+                       help="the user's newest event, for the transition prior (default: their newest seen item)")
+        p.add_argument("--no-prior", action="store_true", dest="no_prior",
+                       help="rank by the model alone, even when the published model has a transition prior")
     elif name == "bench":
         p.add_argument("--model-uri", dest="model_uri",
                        help="registered model benchmarked as method 'model' (default: bench.model_uri)")

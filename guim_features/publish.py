@@ -341,19 +341,71 @@ def score_rule(cfg, model_version: str) -> tuple[str, float]:
     return (tags.get("score", "max") if rule == "model" else rule), float(tags.get("temperature", 1.0))
 
 
-def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
-    """Log every file of the index folder (``ann.FILES``: ``ItemIndex.from_mlflow`` needs them all) to
-    the MLflow run that produced ``model_version``; returns the run id or None."""
+def model_transitions(cfg, model_version: str, item_ids) -> tuple[dict, dict] | None:
+    """The transition prior the registered ``model_version`` carries (``train.transition_window``),
+    over the rows of an index of ``item_ids``: ({"indptr", "indices", "values"}, {"weight", "window",
+    "decay", "pairs"}), or None when the model has none, its chosen weight is 0, or the registry does
+    not hold the version. The prior counts item_idx pairs; the model's logged item map (item_id ->
+    item_idx as trained) turns them into index rows, and pairs with an item outside the index drop."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import torch
     from mlflow.exceptions import MlflowException
 
-    from .ann import FILES, artifact_path
+    from .embedder import _find_checkpoint
+    from .tracking import use_uri
+
+    if _client(cfg) is None:
+        return None
+    use_uri(cfg.mlflow_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name(cfg)}/{model_version}", dst_path=tmp))
+            checkpoint = _find_checkpoint(local)
+        except (MlflowException, GuimError):
+            return None
+        prior = torch.load(checkpoint, map_location="cpu", weights_only=True).get("transitions")
+        maps = sorted(local.rglob("*.parquet"))
+        if prior is None or float(prior["weight"]) <= 0 or not maps:
+            return None
+        m = pq.read_table(maps[0], columns=["item_id", "item_idx"]).to_pandas()
+    indptr, idx, val = (prior[k].numpy() for k in ("indptr", "indices", "values"))
+    n = len(indptr) - 1                                                        # the model's item_idx range
+    row = pd.Series(np.arange(len(item_ids)), index=np.asarray(item_ids).astype(str))
+    m = m[(m["item_idx"] >= 0) & (m["item_idx"] < n)]
+    pos = row.reindex(m["item_id"].astype(str)).to_numpy()
+    row_of_idx = np.full(n, -1, np.int64)                                      # item_idx -> index row (-1: none)
+    row_of_idx[m["item_idx"].to_numpy()[~np.isnan(pos)]] = pos[~np.isnan(pos)].astype(np.int64)
+    a = row_of_idx[np.repeat(np.arange(n), np.diff(indptr))]                   # each pair's last item, as a row
+    b = row_of_idx[idx]                                                        # its next item
+    keep = (a >= 0) & (b >= 0)
+    order = np.argsort(a[keep], kind="stable")
+    a, b, v = a[keep][order], b[keep][order], val[keep][order]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(a, minlength=len(item_ids)))])
+    return ({"indptr": ptr.astype(np.int64), "indices": b.astype(np.int64), "values": v.astype(np.float32)},
+            {"weight": float(prior["weight"]), "window": int(prior["window"]), "decay": float(prior["decay"]),
+             "pairs": int(len(b))})
+
+
+def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
+    """Log every file of the index folder (``ann.files``: ``ItemIndex.from_mlflow`` needs them all) to
+    the MLflow run that produced ``model_version``; returns the run id or None."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from .ann import artifact_path, files
 
     client = _client(cfg)
     if client is None:
         return None
     try:
         run_id = client.get_model_version(model_name(cfg), str(model_version)).run_id
-        for name in FILES:
+        for name in files(json.loads((folder / "meta.json").read_text())):
             client.log_artifact(run_id, str(folder / name), artifact_path=artifact_path(model_version))
         return run_id
     except MlflowException:
@@ -386,6 +438,9 @@ def run(cfg, args) -> int:
                             cfg.publish.ann_m, cfg.publish.ann_ef_construction, cfg.publish.ann_ef_search,
                             K=k, score=rule, temperature=temperature,
                             popular=popular_items(cfg, cfg.publish.popular))
+    prior = model_transitions(cfg, version, index.item_ids)
+    if prior is not None:
+        index.transitions, index.meta["transitions"] = prior
     repo, history = write_repo(cfg, k, d, version, users_ds, items_ds)
     try:
         store = feast_apply(repo, staged_config=True)
@@ -409,5 +464,7 @@ def run(cfg, args) -> int:
              f"(version {version})\n")
           + f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
           + (f", logged to MLflow run {run_id}" if run_id else "") + "\n"
+          + (f"  transition prior {prior[1]['pairs']:,} pairs, weight {prior[1]['weight']:g} (guim recommend "
+             f"blends it with the model)\n" if prior else "")
           + f"  took {time.perf_counter() - t0:.1f}s")
     return 0

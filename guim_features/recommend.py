@@ -18,7 +18,16 @@ back. ``exclude_seen=True`` (the CLI's ``--exclude-seen``) also excludes the use
 read in the same online lookup: the items of their events before the snapshot (``guim embed``),
 newest first, at most ``embed.seen_max``.
 Events after the snapshot are not in it; a service passes those (the session's purchases) in
-``exclude``. A repository published before the feature existed has no ``seen_items``: the API
+``exclude``.
+
+With a transition prior (a model trained with ``train.transition_window``; ``guim publish`` stores
+it beside the index) and the ``lse`` rule, the ranking is the trainer's: each candidate's
+probability ``log((1 - w) softmax(score / tau) + w P(item | last item))``, the softmax over the
+whole catalogue (one (N, d) x (d, K) product per request) and w the weight chosen on valid. The
+last item is ``last_item`` (the newest event a service knows of) or else the newest of the user's
+``seen_items``; its likely successors join the HNSW candidates. Each item then reports that
+log-probability as its score and ``prior`` = P(item | last item); ``prior=False`` (the CLI's
+``--no-prior``) ranks by the model alone. A repository published before the feature existed has no ``seen_items``: the API
 raises; a snapshot exported before it existed holds none: ``seen_excluded`` is then None. In both
 cases the CLI excludes the user's bronze events instead (:func:`seen_items`), and says so.
 """
@@ -39,6 +48,8 @@ class Recommendation:
     fallback: bool = False                              # True: popular items, the user is unknown
     seen_excluded: int | None = None                    # exclude_seen: how many seen items were excluded
                                                         # (None: the row has no seen_items)
+    last_item: str | None = None                        # the item the transition prior followed (None: not applied)
+    transition_weight: float | None = None              # its blend weight when applied
 
 
 class Recommender:
@@ -69,6 +80,9 @@ class Recommender:
             f"{USER_VIEW}:weights", f"{USER_VIEW}:model_version"]
         self.seen_feature = f"{USER_VIEW}:seen_items"
         self.redis = cfg.publish.redis if cfg.publish.online_store == "redis" else None
+        # the transition prior blends with the lse mixture's softmax, the form its weight was chosen for
+        self.prior_weight = (float(self.index.meta["transitions"]["weight"])
+                             if self.index.transitions is not None and self.rule == "lse" else None)
         self._order = self._sorted = None                        # item ids sorted, built on the first exclusion
 
     def lookup(self, user_id: str, seen: bool = False) -> dict:
@@ -85,9 +99,11 @@ class Recommender:
 
             raise redis_error(self.redis, e) from None
 
-    def recommend(self, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False) -> Recommendation:
+    def recommend(self, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False,
+                  last_item: str | None = None, prior: bool = True) -> Recommendation:
         """The top ``k`` items for ``user_id``; item ids in ``exclude`` are never returned, nor, with
-        ``exclude_seen``, the user's ``seen_items`` of the online store."""
+        ``exclude_seen``, the user's ``seen_items`` of the online store. With a published transition
+        prior (and ``prior``), ranked by its blend from ``last_item`` (default: the newest seen item)."""
         if k < 1:
             raise GuimError(f"-k {k}: ask for at least one item")
         if isinstance(exclude, str):
@@ -96,9 +112,14 @@ class Recommender:
             raise GuimError("the published user view has no seen_items (published before it existed): run "
                             "`guim embed` and `guim publish` again, or pass the items to exclude")
         banned = {str(i) for i in exclude}
-        row = self.lookup(str(user_id), seen=exclude_seen)
+        follow = prior and self.prior_weight is not None and self.prior_weight > 0
+        row = self.lookup(str(user_id), seen=exclude_seen or (follow and last_item is None and self.has_seen))
         version = row["model_version"][0]
-        seen = row["seen_items"][0] if exclude_seen else None      # None: unknown user or a snapshot without it
+        seen = row["seen_items"][0] if "seen_items" in row else None   # None: unknown user or a snapshot without it
+        if last_item is None and seen:
+            last_item = seen[0]                                     # seen_items are newest first
+        if not exclude_seen:
+            seen = None
         banned.update(seen or [])
         n_seen = None if seen is None else len(seen)
         if version is None:
@@ -117,21 +138,45 @@ class Recommender:
         w = np.asarray(row["weights"][0], dtype=np.float32)                                  # (K,)
         ban = self._rows_of(banned)                                                          # (B,) sorted
         rows = self._search(q, self.candidates or k, ban)                                    # (K, n)
-        cand = np.unique(rows[rows >= 0])                                                    # (C,)
+        cand = rows[rows >= 0]
+        last_row = self._rows_of([last_item])[:1] if follow and last_item is not None else np.empty(0, np.int64)
+        follow = follow and len(last_row) > 0
+        if follow:
+            succ, p_succ = self.index.successors(int(last_row[0]))
+            cand = np.concatenate([cand, succ])                   # the likely next items are candidates too
+        cand = np.unique(cand)                                                               # (C,)
         if len(ban):
             cand = cand[~np.isin(cand, ban, assume_unique=True)]
-        s = self.index.vectors[cand] @ q.T                                                   # (C, K)
-        if self.rule == "max":
-            score, best = s.max(1), s.argmax(1)                                              # (C,), (C,)
-        else:
-            z = s / self.tau + np.log(np.clip(w, 1e-9, None))                                # (C, K)
-            m = z.max(1, keepdims=True)
-            score, best = self.tau * (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
+        score, best = self._merge(self.index.vectors[cand] @ q.T, w)                        # (C,), (C,)
+        extra = {}
+        if follow:
+            p = np.zeros(len(cand), np.float32)
+            p[np.searchsorted(cand, succ[np.isin(succ, cand)])] = p_succ[np.isin(succ, cand)]
+            logz = self._merge(self.index.vectors @ q.T, w)[0] / self.tau                    # (N,) the catalogue's logits
+            m = logz.max()
+            log_softmax = score / self.tau - (m + np.log(np.exp(logz - m).sum()))
+            wt = self.prior_weight
+            score = np.log1p(-wt) + log_softmax
+            score[p > 0] = np.logaddexp(score[p > 0], np.log(wt * p[p > 0]))
+            extra = {"prior": p}
         top = np.argsort(-score, kind="stable")[:k]
         ids = self.index.item_ids[cand[top]].tolist()
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
                  zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
-        return Recommendation(str(user_id), version, items, seen_excluded=n_seen)
+        for name, v in extra.items():
+            for it, x in zip(items, v[top].tolist()):
+                it[name] = x
+        return Recommendation(str(user_id), version, items, seen_excluded=n_seen,
+                              last_item=last_item if follow else None,
+                              transition_weight=self.prior_weight if follow else None)
+
+    def _merge(self, s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C, K) interest scores and (K,) weights -> (C,) the rule's score and (C,) the interest behind it."""
+        if self.rule == "max":
+            return s.max(1), s.argmax(1)
+        z = s / self.tau + np.log(np.clip(w, 1e-9, None))                                    # (C, K)
+        m = z.max(1, keepdims=True)
+        return self.tau * (m[:, 0] + np.log(np.exp(z - m).sum(1))), z.argmax(1)
 
     def _rows_of(self, ids) -> np.ndarray:
         """Sorted index rows of the item ids in ``ids`` (ids the index lacks are dropped): integer
@@ -168,9 +213,10 @@ class Recommender:
         return out
 
 
-def recommend(cfg, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False) -> Recommendation:
+def recommend(cfg, user_id: str, k: int = 20, exclude=(), exclude_seen: bool = False,
+              last_item: str | None = None, prior: bool = True) -> Recommendation:
     """Python API: ``recommend(load_config(ws), "u42", k=20, exclude=["i7"], exclude_seen=True)``."""
-    return Recommender(cfg).recommend(user_id, k, exclude, exclude_seen)
+    return Recommender(cfg).recommend(user_id, k, exclude, exclude_seen, last_item, prior)
 
 
 def seen_items(cfg, user_id: str) -> list[str]:
@@ -207,10 +253,15 @@ def format_table(rec: Recommendation) -> str:
                 f"items (not personalised)")
         return "\n".join([head] + [f"{r + 1:>3}  {it['item_id']}" for r, it in enumerate(rec.items)])
     seen = "" if rec.seen_excluded is None else f"; {rec.seen_excluded} seen items excluded"
-    lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version}{seen})",
-             f"{'rank':>4}  {'item_id':<16} {'score':>8}  {'interest':>8}  {'weight':>6}"]
+    follow = rec.last_item is not None
+    prior = (f"; transition prior from {rec.last_item}, weight {rec.transition_weight:g}: score = log-probability"
+             if follow else "")
+    lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version}{seen}{prior})",
+             f"{'rank':>4}  {'item_id':<16} {'score':>8}  {'interest':>8}  {'weight':>6}"
+             + (f"  {'prior':>6}" if follow else "")]
     for r, it in enumerate(rec.items):
-        lines.append(f"{r + 1:>4}  {it['item_id']:<16} {it['score']:>8.4f}  {it['interest']:>8}  {it['weight']:>6.3f}")
+        lines.append(f"{r + 1:>4}  {it['item_id']:<16} {it['score']:>8.4f}  {it['interest']:>8}  {it['weight']:>6.3f}"
+                     + (f"  {it['prior']:>6.3f}" if follow else ""))
     return "\n".join(lines)
 
 
@@ -218,11 +269,12 @@ def run(cfg, args) -> int:
     """CLI entry: prints the recommendation table."""
     exclude = list(getattr(args, "exclude", None) or [])
     want = getattr(args, "exclude_seen", False)
+    more = {"last_item": getattr(args, "last_item", None), "prior": not getattr(args, "no_prior", False)}
     rec = Recommender(cfg)
-    out = rec.recommend(args.user_id, args.k, exclude, exclude_seen=want and rec.has_seen)
+    out = rec.recommend(args.user_id, args.k, exclude, exclude_seen=want and rec.has_seen, **more)
     if want and out.seen_excluded is None:
         print(f"no seen_items online for user {args.user_id} (unknown, or exported before seen_items existed): "
               "excluding the items of their bronze events instead")
-        out = rec.recommend(args.user_id, args.k, exclude + seen_items(cfg, args.user_id))
+        out = rec.recommend(args.user_id, args.k, exclude + seen_items(cfg, args.user_id), **more)
     print(format_table(out))
     return 0

@@ -285,3 +285,52 @@ def test_serving_bench_seen_items_nearest_first():
     half = bench.with_seen(users, index, 4, 0.5)["seen_items"].to_pylist()[0]
     assert half[:2] == ["i0", "i3"] and len(set(half)) == 4
     assert sorted(bench.with_seen(users, index, 7, 0.0)["seen_items"].to_pylist()[0]) == [f"i{j}" for j in range(7)]
+
+
+def with_prior(ws, tmp_path, weight: float = 0.5):
+    """The published index of ``ws`` with a hand-written prior: after axis1 come axis0 (.6) and mix23 (.2),
+    saved and loaded back as ``guim publish`` writes it."""
+    from guim_features.ann import ItemIndex
+    from guim_features.config import load_config
+    from guim_features.publish import ann_dir
+
+    index = ItemIndex.load(ann_dir(load_config(ws)))
+    row = {i: r for r, i in enumerate(index.item_ids)}
+    n = len(index.item_ids)
+    indptr = np.zeros(n + 1, np.int64)
+    indptr[row["axis1"] + 1:] = 2
+    nxt = sorted([(row["axis0"], .6), (row["mix23"], .2)])
+    index.transitions = {"indptr": indptr, "indices": np.array([r for r, _ in nxt]),
+                         "values": np.array([p for _, p in nxt], np.float32)}
+    index.meta["transitions"] = {"weight": weight, "window": 1, "decay": 0.5, "pairs": 2}
+    return ItemIndex.load(index.save(tmp_path / "ann"))
+
+
+def test_the_transition_prior_reranks_by_the_blend_computed_by_hand(ws, tmp_path):
+    from guim_features.config import load_config
+    from guim_features.recommend import Recommender, format_table
+
+    index = with_prior(ws, tmp_path)
+    assert [index.item_ids[r] for r in index.successors(int(np.flatnonzero(index.item_ids == "axis1")[0]))[0]] \
+        == sorted(["axis0", "mix23"], key=lambda i: int(np.flatnonzero(index.item_ids == i)[0]))
+    rec = Recommender(load_config(ws, ["publish.score=lse"]), index=index)
+    # alice (model 2), tau 1: exp(score) = .1 exp(3 v_3) + .9 exp(v_1) per item; the softmax is over all six
+    e = {"axis0": 1.0, "axis1": .1 + .9 * math.e, "axis2": 1.0, "axis3": .1 * math.e ** 3 + .9,
+         "mix01": .1 + .9 * math.e ** .6, "mix23": .1 * math.e ** 1.5 + .9}
+    prior = {"axis0": .6, "mix23": .2}
+    blend = {i: math.log(.5 * v / sum(e.values()) + .5 * prior.get(i, 0.0)) for i, v in e.items()}
+    out = rec.recommend("alice", 4, last_item="axis1")
+    want = sorted(blend, key=lambda i: -blend[i])[:4]
+    assert want[0] == "axis0" and [i["item_id"] for i in out.items] == want     # axis0, far from alice, leads
+    assert [i["score"] for i in out.items] == pytest.approx([blend[i] for i in want], abs=1e-5)
+    assert [i["prior"] for i in out.items] == pytest.approx([prior.get(i, 0.0) for i in want])
+    assert out.last_item == "axis1" and out.transition_weight == 0.5
+    assert "transition prior from axis1" in format_table(out)
+    # without the prior, from an item with no successors, or under the max rule: the model's own ranking
+    plain = [i["item_id"] for i in rec.recommend("alice", 4, prior=False).items]
+    assert plain == ["axis3", "axis1", "mix01", "mix23"]
+    after_axis2 = rec.recommend("alice", 4, last_item="axis2")     # applied, but axis2 leads nowhere
+    assert [i["item_id"] for i in after_axis2.items] == plain and not any(i["prior"] for i in after_axis2.items)
+    no_seen = rec.recommend("alice", 4)                  # no last item given and no seen_items published
+    assert no_seen.last_item is None and [i["item_id"] for i in no_seen.items] == plain
+    assert Recommender(load_config(ws, ["publish.score=max"]), index=index).prior_weight is None

@@ -77,7 +77,7 @@ def trained(tmp_path_factory):
     res = train_model(cfg, overrides={"d": 16, "layers": 1, "heads": 1, "K": 2, "batch_size": 16, "epochs": 1,
                                       "max_steps": 2, "valid_users": 0, "profile_steps": 0, "transition_window": 1,
                                       "transition_weights": [0.0, 0.5]},
-                      mlflow_log=False, register=False, progress=False)
+                      mlflow_log=True, register=True, progress=False)
     return ws, cfg, res
 
 
@@ -199,3 +199,32 @@ def test_a_bad_transition_setting_is_refused_before_training(tmp_path):
     with pytest.raises(GuimError, match="transition_weights"):
         train_model(cfg, overrides={"transition_window": 2, "transition_weights": [0.0, 1.5]},
                     mlflow_log=False, register=False, progress=False)
+
+
+def test_publish_maps_the_registered_models_prior_onto_the_index_rows(trained):
+    """``guim publish`` stores the registered version's prior over the item index's rows: every pair of
+    two indexed items, with its probability; pairs with an item the index lacks drop."""
+    from deltalake import DeltaTable
+
+    from guim_features.publish import model_transitions
+
+    ws, cfg, res = trained
+    prior = res.embedder.transitions
+    index = DeltaTable(str(ws / "lakehouse" / "item_index")).to_pandas()
+    id_of = dict(zip(index["item_idx"], index["item_id"].astype(str)))
+    ids = sorted(id_of.values(), reverse=True)[1:]                # another order, one item left out
+    row = {i: r for r, i in enumerate(ids)}
+    expect = {}
+    for i in range(len(prior.indptr) - 1):
+        for j, p in zip(prior.indices[prior.indptr[i]:prior.indptr[i + 1]], prior.values[prior.indptr[i]:prior.indptr[i + 1]]):
+            a, b = row.get(id_of.get(i)), row.get(id_of.get(int(j)))
+            if a is not None and b is not None:
+                expect[(a, b)] = float(p)
+    arrays, meta = model_transitions(cfg, res.model_version, ids)
+    got = {(a, int(b)): float(p) for a in range(len(ids))
+           for b, p in zip(arrays["indices"][arrays["indptr"][a]:arrays["indptr"][a + 1]],
+                           arrays["values"][arrays["indptr"][a]:arrays["indptr"][a + 1]])}
+    assert len(arrays["indptr"]) == len(ids) + 1 and len(expect) > 20
+    assert got == pytest.approx(expect)
+    assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "pairs": len(expect)}
+    assert model_transitions(cfg, "99", ids) is None                     # not in the registry: no prior
