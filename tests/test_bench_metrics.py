@@ -254,6 +254,10 @@ def test_report_bolds_the_best_and_marks_the_level_ones():
     assert "**" not in row[2] and "≈" not in row[2]                            # c: beaten
     facts = next(x for x in markdown(report).splitlines() if "repeat_target_users" in x)
     assert "**" not in facts and "≈" not in facts                              # same for every method
+    for m, w in zip("abc", (0.1, 0.0, 0.2)):                                   # a setting chosen per run: never ranked
+        report["results"][m]["next_item"]["transition_weight"] = cell(w, w, w)
+    chosen = next(x for x in markdown(report).splitlines() if "transition_weight" in x)
+    assert "**" not in chosen and "≈" not in chosen and "0.2000" in chosen
 
 
 # -- next_item: a repeated target is a miss ---------------------------------------------------
