@@ -1,6 +1,7 @@
 """Next-item ranking by several trained models' mean logits (a seed ensemble), beside the first alone.
 
-    python bench/ensemble.py --workspace WS [--ks 5,10,20] [--dropout-passes T] CHECKPOINT [CHECKPOINT ...]
+    python bench/ensemble.py --workspace WS [--ks 5,10,20] [--dropout-passes T] [--set train.transition_window=3]
+        CHECKPOINT [CHECKPOINT ...]
 
 Ranks every user of the valid and test splits exactly as ``guim train``'s final evaluation does
 (the whole catalogue, the user's earlier items excluded, ties against the target) by the mean of
@@ -10,7 +11,9 @@ much of the gap to a target the seed-to-seed variance accounts for: what averagi
 same settings gains at N times the cost. The checkpoints must share the workspace's item index (the same
 ``guim sequences``). ``--dropout-passes T`` adds the first model's MC-dropout ranking: the mean
 log-softmax of T user encodings with dropout on (the catalogue encoded once, without), an ensemble
-inside one model at T times the inference cost. The load average (os.getloadavg) at the start and
+inside one model at T times the inference cost. ``--set train.transition_window=W`` adds the mean's
+ranking blended with the transition prior, its weight chosen on valid as ``guim train`` chooses it
+(``train.fit_transition_prior`` on the mean logits). The load average (os.getloadavg) at the start and
 the end is printed.
 """
 from __future__ import annotations
@@ -33,12 +36,14 @@ def main() -> None:
     p.add_argument("--ks", default="10,20", help="cut-offs of Recall@k and NDCG@k, comma-separated")
     p.add_argument("--dropout-passes", type=int, default=0, dest="passes",
                    help="also rank by the first model's mean over this many dropout passes (0: off)")
+    p.add_argument("--set", action="append", default=[], dest="overrides",
+                   help="config override, e.g. train.transition_window=3 (the prior on the mean)")
     p.add_argument("checkpoints", nargs="+", help="model.pt files (checkpoint_dir/model.pt of guim train runs)")
     args = p.parse_args()
     ks = cut_offs(p, args.ks)
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.workspace)
+    cfg = load_config(args.workspace, args.overrides)
     models = [from_checkpoint(c).model for c in args.checkpoints]
     sizes = {m.args["n_items"] for m in models}
     if len(sizes) > 1:
@@ -51,12 +56,22 @@ def main() -> None:
     print("| split | ranking | " + " | ".join(k.replace("recall", "Recall").replace("ndcg", "NDCG") for k in keys) + " |")
     print("| --- | --- |" + " ---: |" * len(keys))
     V = models[0].args["n_items"]
+    blended = {}
+    if cfg.train.transition_window > 0:
+        from guim_features.train import _train_config, fit_transition_prior
+
+        tc = _train_config(cfg, None, {"max_len": L})
+        prior, m = fit_transition_prior(models[0], cfg, tc, cpu, progress=True, ks=tuple(sorted({*ks, 20})),
+                                        score=mean)
+        blended = {which: {k: v for k, v in m.items() if k.startswith(which)} for which in ("valid", "test")}
     for which in ("valid", "test"):
         rows = {"first model": rank_split(cfg, which, L, 512, scores[0], V, ks=ks),
                 f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, V, ks=ks)}
         if args.passes:
             rows[f"first model, mean of {args.passes} dropout passes"] = rank_split(
                 cfg, which, L, 512, dropout_score(models[0], args.passes), V, ks=ks)
+        if blended:
+            rows[f"mean of {len(models)} with the prior (weight {prior.weight:g})"] = blended[which]
         for name, m in rows.items():
             print(f"| {which} | {name} | " + " | ".join(f"{m[f'{which}_{k}']:.4f}" for k in keys) + " |")
     print(f"load average at the start {load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")

@@ -149,20 +149,21 @@ def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users:
 
 
 def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozenset(), progress: bool = False,
-                         ks=(10, 20)):
+                         ks=(10, 20), score=None):
     """The transition prior (model/transitions.py) of the training parts with ``tc.transition_window`` and
     ``tc.transition_decay``, its weight chosen among ``tc.transition_weights`` by valid NDCG@20 (the
     early-stopping metric; a tie goes to the smaller weight) -> (prior, metrics): ``valid_*`` and
     ``test_*`` ranked with it, ``model_only_valid_*`` and ``model_only_test_*`` without, and
     ``transition_weight`` (Recall and NDCG at each of ``ks``, which must include 20). Valid and test
-    rank ``tc.final_eval_users`` users (0: all)."""
+    rank ``tc.final_eval_users`` users (0: all). ``score``: rank by these logits instead of ``model``'s
+    (a :func:`ranking_score`-like function, e.g. several models' mean)."""
     from .data import train_sequences
     from .model.transitions import TransitionPrior
 
     t0 = time.time()
     prior = TransitionPrior.fit(train_sequences(cfg, skip_users), model.args["n_items"], tc.transition_window,
                                 tc.transition_decay)
-    score = ranking_score(model, device)             # the model's logits, once per batch for every weight
+    score = score or ranking_score(model, device)    # the model's logits, once per batch for every weight
 
     def rank(which: str, weights) -> dict:
         blends = {w: (lambda s, b, w=w: prior.blend(s, b["items"][:, -1], w)) for w in weights}
