@@ -18,7 +18,9 @@ back. ``exclude_seen=True`` (the CLI's ``--exclude-seen``) also excludes the use
 read in the same online lookup: the items of their events before the snapshot (``guim embed``),
 newest first, at most ``embed.seen_max``.
 Events after the snapshot are not in it; a service passes those (the session's purchases) in
-``exclude``.
+``exclude``. A repository published before the feature existed has no ``seen_items``: the API
+raises; a snapshot exported before it existed holds none: ``seen_excluded`` is then None. In both
+cases the CLI excludes the user's bronze events instead (:func:`seen_items`), and says so.
 
 With a transition prior (a model trained with ``train.transition_window``; ``guim publish`` stores
 it beside the index) and the ``lse`` rule, the ranking is the trainer's: each candidate's
@@ -27,9 +29,7 @@ whole catalogue (one (N, d) x (d, K) product per request) and w the weight chose
 last item is ``last_item`` (the newest event a service knows of) or else the newest of the user's
 ``seen_items``; its likely successors join the HNSW candidates. Each item then reports that
 log-probability as its score and ``prior`` = P(item | last item); ``prior=False`` (the CLI's
-``--no-prior``) ranks by the model alone. A repository published before the feature existed has no ``seen_items``: the API
-raises; a snapshot exported before it existed holds none: ``seen_excluded`` is then None. In both
-cases the CLI excludes the user's bronze events instead (:func:`seen_items`), and says so.
+``--no-prior``) ranks by the model alone.
 """
 from __future__ import annotations
 
@@ -148,24 +148,23 @@ class Recommender:
         if len(ban):
             cand = cand[~np.isin(cand, ban, assume_unique=True)]
         score, best = self._merge(self.index.vectors[cand] @ q.T, w)                        # (C,), (C,)
-        extra = {}
         if follow:
-            p = np.zeros(len(cand), np.float32)
-            p[np.searchsorted(cand, succ[np.isin(succ, cand)])] = p_succ[np.isin(succ, cand)]
-            logz = self._merge(self.index.vectors @ q.T, w)[0] / self.tau                    # (N,) the catalogue's logits
-            m = logz.max()
-            log_softmax = score / self.tau - (m + np.log(np.exp(logz - m).sum()))
+            p = np.zeros(len(cand), np.float32)                                              # P(cand | last)
+            inside = np.isin(succ, cand)
+            p[np.searchsorted(cand, succ[inside])] = p_succ[inside]
+            logits = self._merge(self.index.vectors @ q.T, w)[0] / self.tau                  # (N,) the whole catalogue
+            m = logits.max()
+            log_softmax = score / self.tau - (m + np.log(np.exp(logits - m).sum()))
             wt = self.prior_weight
             score = np.log1p(-wt) + log_softmax
             score[p > 0] = np.logaddexp(score[p > 0], np.log(wt * p[p > 0]))
-            extra = {"prior": p}
         top = np.argsort(-score, kind="stable")[:k]
         ids = self.index.item_ids[cand[top]].tolist()
         items = [{"item_id": i, "score": s_, "interest": b, "weight": w_} for i, s_, b, w_ in
                  zip(ids, score[top].tolist(), best[top].tolist(), w[best[top]].tolist())]
-        for name, v in extra.items():
-            for it, x in zip(items, v[top].tolist()):
-                it[name] = x
+        if follow:
+            for it, x in zip(items, p[top].tolist()):
+                it["prior"] = x
         return Recommendation(str(user_id), version, items, seen_excluded=n_seen,
                               last_item=last_item if follow else None,
                               transition_weight=self.prior_weight if follow else None)
