@@ -64,9 +64,12 @@ def main() -> None:
         prior, m = fit_transition_prior(models[0], cfg, tc, cpu, progress=True, ks=tuple(sorted({*ks, 20})),
                                         score=mean)
         blended = {which: {k: v for k, v in m.items() if k.startswith(which)} for which in ("valid", "test")}
+        # the mean alone is the fit's weight-0 ranking: not ranked again
+        alone = {which: {k[len("model_only_"):]: v for k, v in m.items() if k.startswith(f"model_only_{which}")}
+                 for which in ("valid", "test")}
     for which in ("valid", "test"):
         rows = {"first model": rank_split(cfg, which, L, 512, scores[0], V, ks=ks),
-                f"mean of {len(models)}": rank_split(cfg, which, L, 512, mean, V, ks=ks)}
+                f"mean of {len(models)}": alone[which] if blended else rank_split(cfg, which, L, 512, mean, V, ks=ks)}
         if args.passes:
             rows[f"first model, mean of {args.passes} dropout passes"] = rank_split(
                 cfg, which, L, 512, dropout_score(models[0], args.passes), V, ks=ks)

@@ -37,8 +37,9 @@ class Embeddings:
     scorer: Callable | None = None       # (users (B,K,d), weights (B,K), items (V,d)) -> (B,V); default max over K
     profile: np.ndarray | None = None    # (U, p) the method's fixed-length user vector for probes (None: user_matrix's mean)
     rerank: Callable | None = None       # (rows (B,), scores (B,V)) -> (B,V) ranking scores (the transition prior)
-    valid_users: np.ndarray | None = None  # (U, K, d) interests from the train part alone (the valid input), so the
-                                           # transition prior's weight can be chosen on valid (add_transition_prior)
+    valid_users: np.ndarray | Callable | None = None  # (U, K, d) interests from the train part alone (the valid
+                                           # input), or a function computing them, called only when the transition
+                                           # prior's weight is chosen on valid (add_transition_prior)
     logit_scales: tuple = (1.0,)         # factors that turn score into softmax logits, tried on valid with the prior
                                          # ((1,): the scores are a softmax's logits already)
     transition_weight: float | None = None   # the prior's weight in rerank (None: no prior fitted)
@@ -52,10 +53,6 @@ class Embeddings:
             self.users = self.users[:, None, :]  # (U, 1, d)
         if self.weights is None:
             self.weights = np.full(self.users.shape[:2], 1.0 / self.users.shape[1], dtype=np.float32)
-        if self.valid_users is not None:
-            self.valid_users = np.asarray(self.valid_users, dtype=np.float32)
-            if self.valid_users.ndim == 2:
-                self.valid_users = self.valid_users[:, None, :]
         if self.users.shape[-1] != self.items.shape[-1]:
             raise ValueError(f"user dim {self.users.shape[-1]} != item dim {self.items.shape[-1]}")
 
@@ -70,6 +67,12 @@ class Embeddings:
         if self.scorer is not None:
             return np.asarray(self.scorer(users, weights, self.items), dtype=np.float32)
         return np.einsum("bkd,vd->bkv", users, self.items).max(axis=1)  # (B, V)
+
+    def train_part_users(self) -> np.ndarray:
+        """(U, K, d) ``valid_users``, computed if given as a function."""
+        v = self.valid_users() if callable(self.valid_users) else self.valid_users
+        v = np.asarray(v, dtype=np.float32)
+        return v[:, None, :] if v.ndim == 2 else v
 
     def user_matrix(self) -> np.ndarray:
         """(U, p) one vector per user for probes: ``profile`` when the method has one (GUIM's
@@ -144,6 +147,7 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
         return
     prior = TransitionPrior.fit([data.train_items(u) for u in range(data.n_users)], data.n_items,
                                 tc.transition_window, tc.transition_decay)
+    valid = emb.train_part_users()                                     # (U, K, d)
     users = [u for u in range(data.n_users) if len(data.train_items(u)) and len(data.part(u, (VALID,)))]
     choices = [(0.0, 1.0)] + [(float(w), float(c)) for w in sorted(set(map(float, tc.transition_weights)) - {0.0})
                               for c in emb.logit_scales]
@@ -153,7 +157,7 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
         seen = [data.train_items(u) for u in rows]
         target = np.array([data.part(u, (VALID,))[0] for u in rows])
         last = np.array([x[-1] for x in seen])
-        z = emb.model_score(emb.valid_users[rows], emb.weights[rows])  # (B, V)
+        z = emb.model_score(valid[rows], emb.weights[rows])  # (B, V)
         z[:, :FIRST_ITEM_INDEX] = -np.inf
         for w, c in choices:
             ndcg[(w, c)] += rank_metrics(prior.blend(z * np.float32(c), last, w), target, seen, ks=(20,))["ndcg@20"]
@@ -162,14 +166,20 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
     if w <= 0:
         return
     prior.weight = w
-    last_test = np.array([(x[-1] if len(x) else 0) for x in (data.test_input(u) for u in range(data.n_users))])
+    emb.rerank = last_item_rerank(data, lambda s, last: prior.blend(s * np.float32(c), last))
+
+
+def last_item_rerank(data, ranked: Callable) -> Callable:
+    """An :attr:`Embeddings.rerank` that calls ``ranked(scores, last)`` with the reserved columns at -inf
+    (they are not items: out of any softmax) and each user's last test-input item (0: none)."""
+    last = np.array([(x[-1] if len(x) else 0) for x in (data.test_input(u) for u in range(data.n_users))])
 
     def rerank(rows, s):
-        s = np.array(s, dtype=np.float32) * np.float32(c)
-        s[:, :FIRST_ITEM_INDEX] = -np.inf              # reserved rows are not items: out of the softmax
-        return prior.blend(s, last_test[rows])
+        s = np.array(s, dtype=np.float32)
+        s[:, :FIRST_ITEM_INDEX] = -np.inf
+        return ranked(s, last[rows])
 
-    emb.rerank = rerank
+    return rerank
 
 
 def recent_mean(vectors: np.ndarray, items: np.ndarray, last: int) -> np.ndarray:

@@ -34,6 +34,9 @@ class ALS(Method):
         f = model.itemFactors.toPandas()
         items = np.zeros((data.n_items, b.als_rank), dtype=np.float64)  # (V, r)
         items[f["id"].to_numpy()] = np.stack(f["features"].to_numpy())
-        users, valid = (als_fold_in(items, [np.unique(part(u)) for u in range(data.n_users)], b.als_alpha, b.als_reg)
-                        for part in (data.test_input, data.train_items))  # (U, r) each
-        return Embeddings(items, users, valid_users=valid, logit_scales=SCALED_LOGITS)  # preferences, about 0..1
+        def fold(part) -> np.ndarray:                # (U, r) users folded in from part(u)
+            return als_fold_in(items, [np.unique(part(u)) for u in range(data.n_users)], b.als_alpha, b.als_reg)
+
+        # the train-part users only when the prior is chosen; predicted preferences (about 0..1), not logits
+        return Embeddings(items, fold(data.test_input), valid_users=lambda: fold(data.train_items),
+                          logit_scales=SCALED_LOGITS)

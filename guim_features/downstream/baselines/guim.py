@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import GuimError
-from ...schemas import FIRST_ITEM_INDEX
-from . import Embeddings, Method, Unavailable
+from . import Embeddings, Method, Unavailable, last_item_rerank
 
 
 def embed_with(embedder, data) -> Embeddings:
@@ -43,12 +42,7 @@ def embed_with(embedder, data) -> Embeddings:
     rerank = None
     prior = getattr(embedder, "transitions", None)
     if prior is not None and prior.weight > 0:       # the transition prior, given each user's last input item
-        last = np.array([(x[-1] if len(x) else 0) for x in (data.test_input(u) for u in range(data.n_users))])
-
-        def rerank(rows, s):
-            s = s.copy()
-            s[:, :FIRST_ITEM_INDEX] = -np.inf         # reserved rows are not items: out of the softmax
-            return embedder.rank_scores(s, last[rows])
+        rerank = last_item_rerank(data, embedder.rank_scores)
 
     return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer,
                       profile=np.concatenate(profile), rerank=rerank,

@@ -29,6 +29,9 @@ class Item2Vec(Method):
         items = np.zeros((data.n_items, b.dim), dtype=np.float32)  # (V, d)
         keys = np.array([int(k) for k in model.wv.index_to_key])
         items[keys] = model.wv.get_normed_vectors()
-        users, valid = (np.stack([recent_mean(items, part(u), b.item2vec_recent) for u in range(data.n_users)])
-                        for part in (data.test_input, data.train_items))  # (U, d) each
-        return Embeddings(items, users, valid_users=valid, logit_scales=SCALED_LOGITS)  # cosines
+        def recent(part) -> np.ndarray:              # (U, d) each user's recent part(u) items
+            return np.stack([recent_mean(items, part(u), b.item2vec_recent) for u in range(data.n_users)])
+
+        # the train-part users only when the prior is chosen; cosines, not logits
+        return Embeddings(items, recent(data.test_input), valid_users=lambda: recent(data.train_items),
+                          logit_scales=SCALED_LOGITS)

@@ -163,8 +163,11 @@ class SASRec(Method):
         net.load_state_dict(best_state)
         self.best_valid = best
         users = self.last_states(net, [data.test_input(u) for u in range(data.n_users)], device)  # (U, d)
-        valid = np.zeros_like(users)                 # from the train part alone: the prior's weight is chosen on valid
-        rows = [u for u in range(data.n_users) if len(data.train_items(u))]
-        if rows:
-            valid[rows] = self.last_states(net, [data.train_items(u) for u in rows], device)
+        def valid() -> np.ndarray:                   # from the train part alone: the prior's weight is chosen on valid
+            out = np.zeros_like(users)
+            rows = [u for u in range(data.n_users) if len(data.train_items(u))]
+            if rows:
+                out[rows] = self.last_states(net, [data.train_items(u) for u in rows], device)
+            return out
+
         return Embeddings(net.item.weight.detach().float().cpu().numpy(), users, valid_users=valid)
