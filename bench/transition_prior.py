@@ -6,8 +6,10 @@ For each checkpoint (``guim train``'s ``checkpoint_dir/model.pt``) this does wha
 train.transition_window=W`` does after training (``train.fit_transition_prior``): count the item
 pairs of the workspace's training parts, choose the blend weight among ``train.transition_weights``
 by valid NDCG@20, and rank every valid and test user with and without it (the whole catalogue, the
-user's earlier items excluded); and, for reference, by the counts alone (no model; items the last
-item never led to are ranked by training popularity). The model's weights are not touched, so a checkpoint trained
+user's earlier items excluded; valid ranked with the training parts' pairs, test with those of the
+training and valid parts, and test also with the training parts' alone, "train counts"); and, for
+reference, by the counts alone (no model; items the history never led to are ranked by training
+popularity). The model's weights are not touched, so a checkpoint trained
 without the option gives the figures the same run with it would have given. Several checkpoints
 (seeds) add the mean and the 95 % t-interval (ddof 1) of each column. ``--ks``: the cut-offs
 (default 10 and 20; 20 is always ranked, the weight is chosen by NDCG@20). The load average
@@ -27,7 +29,8 @@ def main() -> None:
     from guim_features.config import load_config
     from guim_features.downstream.metrics import spread
     from guim_features.embedder import from_checkpoint
-    from guim_features.data import item_counts
+    from guim_features.data import item_counts, train_sequences
+    from guim_features.model.transitions import TransitionPrior
     from guim_features.train import _train_config, fit_transition_prior, rank_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,14 +54,19 @@ def main() -> None:
         out = {(name, which): {k[len(pre):]: v for k, v in m.items() if k.startswith(pre + which)}
                for name, pre in (("model alone", "model_only_"), ("with the prior", ""))
                for which in ("valid", "test")}
+        out[("with the prior, train counts", "test")] = {k[len("train_counts_"):]: v for k, v in m.items()
+                                                          if k.startswith("train_counts_test")}
         rows[ck] = (prior.weight, out)
         print(f"{ck}: weight {prior.weight:g}", flush=True)
     keys = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-    # the reference: the counts alone (P(j | last item), ties by training popularity), no model
+    # the reference: the counts alone (P(j | history), ties by training popularity), no model; valid
+    # with the training parts' pairs, test with the training and valid parts' (the fit's prior)
     counts = item_counts(cfg, prior.n_items)
-    alone = lambda b: prior.probs(b["items"][:, -1]) + 1e-9 * (counts / counts.max())[None, :]  # noqa: E731
-    ref = {which: rank_split(cfg, which, tc.max_len, tc.eval_batch_size, alone, prior.n_items, ks=ks)
-           for which in ("valid", "test")}
+    ties = 1e-9 * (counts / counts.max())[None, :]
+    before_valid = TransitionPrior.fit(train_sequences(cfg), prior.n_items, prior.window, prior.decay, prior.follow)
+    ref = {which: rank_split(cfg, which, tc.max_len, tc.eval_batch_size, lambda b, p=p: p.probs(b["items"]) + ties,
+                             prior.n_items, ks=ks)
+           for which, p in (("valid", before_valid), ("test", prior))}
     head = " | ".join(k.replace("recall", "R").replace("ndcg", "NDCG") for k in keys)
     print(f"\n| checkpoint | weight | ranking | split | {head} |")
     print("| --- | ---: | --- | --- |" + " ---: |" * len(keys))

@@ -8,7 +8,7 @@ made a 4-query search ~50x slower (measured floors). The folder holds
 - ``vectors.npy``  the item vectors (N, d) float32, held in memory for exact re-scoring of candidates,
 - ``items.npy``    item ids in index order,
 - ``meta.json``    model_version, K, d, N, HNSW parameters, popular items (fallback), built_at,
-  and ``transitions`` (weight, window, decay, pairs) when the model carries a transition prior;
+  and ``transitions`` (weight, window, decay, follow, pairs) when the model carries a transition prior;
 - ``transitions.npz`` only then: the prior P(next | last item) as CSR arrays over index rows
   (``indptr`` (N + 1,), ``indices``, ``values``), which ``guim recommend`` blends with the model.
 

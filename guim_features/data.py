@@ -275,11 +275,13 @@ def train_item_sets(cfg, n_items: int, skip_users: frozenset = frozenset()) -> l
             for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users)]
 
 
-def train_sequences(cfg, skip_users: frozenset = frozenset()) -> Iterator[np.ndarray]:
+def train_sequences(cfg, skip_users: frozenset = frozenset(), with_valid: bool = False) -> Iterator[np.ndarray]:
     """Every user's TRAIN part (item_idx in time order), one array per user: what the transition
-    prior counts."""
+    prior counts for ranking valid. ``with_valid``: the TRAIN and VALID parts, every event before the
+    test split (what it counts for ranking test)."""
     for row in _user_rows(delta_table(cfg, "user_sequences"), ["item_idx", "split"], skip_users=skip_users):
-        yield row["item_idx"][row["split"] == TRAIN]
+        keep = row["split"] == TRAIN
+        yield row["item_idx"][(keep | (row["split"] == VALID)) if with_valid else keep]
 
 
 def eval_batches(cfg, which: str, L: int, batch_size: int, max_users: int = 0, seed: int = 0,

@@ -145,7 +145,8 @@ class Embedder:
 
     def rank_scores(self, scores: np.ndarray, last_items) -> np.ndarray:
         """(B, N) :meth:`score` output over the whole catalogue by item_idx (N = the model's n_items;
-        -inf where an item must not rank) and (B,) each user's last item_idx -> (B, N) ranking
+        -inf where an item must not rank) and (B,) each user's last item_idx, or (B, W) their latest
+        items in time order (the prior follows ``transitions.follow`` of them) -> (B, N) ranking
         scores: with a fitted transition prior, the log of its blend with the model's softmax at the
         training temperature; without one (or weight 0), ``scores`` unchanged."""
         if self.transitions is None or self.transitions.weight <= 0:

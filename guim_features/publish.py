@@ -344,7 +344,7 @@ def score_rule(cfg, model_version: str) -> tuple[str, float]:
 def model_transitions(cfg, model_version: str, item_ids) -> tuple[dict, dict] | None:
     """The transition prior the registered ``model_version`` carries (``train.transition_window``),
     over the rows of an index of ``item_ids``: ({"indptr", "indices", "values"}, {"weight", "window",
-    "decay", "pairs"}), or None when the model has none, its chosen weight is 0, or the registry does
+    "decay", "follow", "pairs"}), or None when the model has none, its chosen weight is 0, or the registry does
     not hold the version. The prior counts item_idx pairs; the model's logged item map (item_id ->
     item_idx as trained) turns them into index rows, and pairs with an item outside the index drop."""
     import tempfile
@@ -388,7 +388,7 @@ def model_transitions(cfg, model_version: str, item_ids) -> tuple[dict, dict] | 
     ptr = np.concatenate([[0], np.cumsum(np.bincount(a, minlength=len(item_ids)))])
     return ({"indptr": ptr.astype(np.int64), "indices": b.astype(np.int64), "values": v.astype(np.float32)},
             {"weight": float(prior["weight"]), "window": int(prior["window"]), "decay": float(prior["decay"]),
-             "pairs": int(len(b))})
+             "follow": int(prior.get("follow", 1)), "pairs": int(len(b))})
 
 
 def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:

@@ -26,10 +26,11 @@ With a transition prior (a model trained with ``train.transition_window``; ``gui
 it beside the index) and the ``lse`` rule, the ranking is the trainer's: each candidate's
 probability ``log((1 - w) softmax(score / tau) + w P(item | last item))``, the softmax over the
 whole catalogue (one (N, d) x (d, K) product per request) and w the weight chosen on valid. The
-last item is ``last_item`` (the newest event a service knows of) or else the newest of the user's
-``seen_items``; its likely successors join the HNSW candidates. Each item then reports that
-log-probability as its score and ``prior`` = P(item | last item); ``prior=False`` (the CLI's
-``--no-prior``) ranks by the model alone.
+history it follows is ``last_item`` (the newest event a service knows of) and then the user's
+``seen_items``, newest first: the model's ``follow`` latest of them, their rows mixed with weights
+``decay ** g`` from the newest (model/transitions.py); their likely successors join the HNSW
+candidates. Each item then reports that log-probability as its score and ``prior`` = P(item |
+history); ``prior=False`` (the CLI's ``--no-prior``) ranks by the model alone.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class Recommendation:
     fallback: bool = False                              # True: popular items, the user is unknown
     seen_excluded: int | None = None                    # exclude_seen: how many seen items were excluded
                                                         # (None: the row has no seen_items)
-    last_item: str | None = None                        # the item the transition prior followed (None: not applied)
+    last_item: str | None = None                        # the newest item the transition prior followed (None: not applied)
+    followed: list[str] | None = None                   # every item it followed, newest first
     transition_weight: float | None = None              # its blend weight when applied
 
 
@@ -81,8 +83,10 @@ class Recommender:
         self.seen_feature = f"{USER_VIEW}:seen_items"
         self.redis = cfg.publish.redis if cfg.publish.online_store == "redis" else None
         # the transition prior blends with the lse mixture's softmax, the form its weight was chosen for
-        self.prior_weight = (float(self.index.meta["transitions"]["weight"])
-                             if self.index.transitions is not None and self.rule == "lse" else None)
+        prior = self.index.meta.get("transitions") or {}
+        self.prior_weight = (float(prior["weight"]) if self.index.transitions is not None and self.rule == "lse"
+                             else None)
+        self.follow, self.decay = int(prior.get("follow", 1)), float(prior.get("decay", 0.5))
         self._order = self._sorted = None                        # item ids sorted, built on the first exclusion
 
     def lookup(self, user_id: str, seen: bool = False) -> dict:
@@ -103,7 +107,8 @@ class Recommender:
                   last_item: str | None = None, prior: bool = True) -> Recommendation:
         """The top ``k`` items for ``user_id``; item ids in ``exclude`` are never returned, nor, with
         ``exclude_seen``, the user's ``seen_items`` of the online store. With a published transition
-        prior (and ``prior``), ranked by its blend from ``last_item`` (default: the newest seen item)."""
+        prior (and ``prior``), ranked by its blend from ``last_item`` and then the seen items (default:
+        the seen items alone)."""
         if k < 1:
             raise GuimError(f"-k {k}: ask for at least one item")
         if isinstance(exclude, str):
@@ -113,11 +118,12 @@ class Recommender:
                             "`guim embed` and `guim publish` again, or pass the items to exclude")
         banned = {str(i) for i in exclude}
         follow = prior and self.prior_weight is not None and self.prior_weight > 0
-        row = self.lookup(str(user_id), seen=exclude_seen or (follow and last_item is None and self.has_seen))
+        row = self.lookup(str(user_id), seen=exclude_seen or (follow and self.has_seen
+                                                              and (last_item is None or self.follow > 1)))
         version = row["model_version"][0]
         seen = row["seen_items"][0] if "seen_items" in row else None   # None: unknown user or a snapshot without it
-        if last_item is None and seen:
-            last_item = seen[0]                                     # seen_items are newest first
+        history = [str(last_item)] if last_item is not None else []
+        history += [i for i in (seen or []) if not history or i != history[0]]   # seen_items are newest first
         if not exclude_seen:
             seen = None
         banned.update(seen or [])
@@ -139,10 +145,10 @@ class Recommender:
         ban = self._rows_of(banned)                                                          # (B,) sorted
         rows = self._search(q, self.candidates or k, ban)                                    # (K, n)
         cand = rows[rows >= 0]
-        last_row = self._rows_of([last_item])[:1] if follow and last_item is not None else np.empty(0, np.int64)
-        follow = follow and len(last_row) > 0
+        followed = [(i, r) for i, r in ((i, self._row_of(i)) for i in history[:self.follow]) if r is not None]
+        follow = follow and len(followed) > 0
         if follow:
-            succ, p_succ = self.index.successors(int(last_row[0]))
+            succ, p_succ = self._successors([r for _, r in followed])
             cand = np.concatenate([cand, succ])                   # the likely next items are candidates too
         cand = np.unique(cand)                                                               # (C,)
         if len(ban):
@@ -166,8 +172,25 @@ class Recommender:
             for it, x in zip(items, p[top].tolist()):
                 it["prior"] = x
         return Recommendation(str(user_id), version, items, seen_excluded=n_seen,
-                              last_item=last_item if follow else None,
+                              last_item=followed[0][0] if follow else None,
+                              followed=[i for i, _ in followed] if follow else None,
                               transition_weight=self.prior_weight if follow else None)
+
+    def _row_of(self, item_id: str) -> int | None:
+        """The index row of one item id, None when the index lacks it."""
+        r = self._rows_of([item_id])
+        return int(r[0]) if len(r) else None
+
+    def _successors(self, rows: list) -> tuple[np.ndarray, np.ndarray]:
+        """Index rows of the items followed, newest first -> (sorted rows, P(row | history)): their
+        successor rows mixed with weights ``decay ** g``, renormalised over the rows given."""
+        share = self.decay ** np.arange(len(rows), dtype=np.float64)
+        share /= share.sum()
+        parts = [self.index.successors(r) for r in rows]
+        succ = np.concatenate([j for j, _ in parts])
+        p = np.concatenate([v * np.float32(sh) for (_, v), sh in zip(parts, share)])
+        out, inv = np.unique(succ, return_inverse=True)
+        return out, np.bincount(inv, weights=p, minlength=len(out)).astype(np.float32)
 
     def _merge(self, s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(C, K) interest scores and (K,) weights -> (C,) the rule's score and (C,) the interest behind it."""
@@ -253,8 +276,9 @@ def format_table(rec: Recommendation) -> str:
         return "\n".join([head] + [f"{r + 1:>3}  {it['item_id']}" for r, it in enumerate(rec.items)])
     seen = "" if rec.seen_excluded is None else f"; {rec.seen_excluded} seen items excluded"
     follow = rec.last_item is not None
-    prior = (f"; transition prior from {rec.last_item}, weight {rec.transition_weight:g}: score = log-probability"
-             if follow else "")
+    after = ", ".join((rec.followed or [rec.last_item])[1:])
+    prior = (f"; transition prior from {rec.last_item}{f' (then {after})' if after else ''}, weight "
+             f"{rec.transition_weight:g}: score = log-probability" if follow else "")
     lines = [f"top {len(rec.items)} for user {rec.user_id} (model version {rec.model_version}{seen}{prior})",
              f"{'rank':>4}  {'item_id':<16} {'score':>8}  {'interest':>8}  {'weight':>6}"
              + (f"  {'prior':>6}" if follow else "")]

@@ -65,6 +65,8 @@ def _train_config(cfg, seed, overrides):
         raise GuimError(f"train.transition_window={tc.transition_window}: expected 0 (off) or a number of events")
     if tc.transition_window and not 0.0 < tc.transition_decay <= 1.0:
         raise GuimError(f"train.transition_decay={tc.transition_decay}: expected a weight in (0, 1]")
+    if tc.transition_window and not (isinstance(tc.transition_follow, int) and tc.transition_follow >= 1):
+        raise GuimError(f"train.transition_follow={tc.transition_follow}: expected a number of latest items, 1 or more")
     weights = tc.transition_weights
     if tc.transition_window and not (isinstance(weights, (list, tuple)) and weights
                                      and all(isinstance(w, (int, float)) and 0 <= w < 1 for w in weights)):
@@ -150,35 +152,45 @@ def evaluate(model, cfg, which: str, L: int, batch_size: int, device, max_users:
 
 def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozenset(), progress: bool = False,
                          ks=(10, 20), score=None):
-    """The transition prior (model/transitions.py) of the training parts with ``tc.transition_window`` and
-    ``tc.transition_decay``, its weight chosen among ``tc.transition_weights`` by valid NDCG@20 (the
-    early-stopping metric; a tie goes to the smaller weight) -> (prior, metrics): ``valid_*`` and
-    ``test_*`` ranked with it, ``model_only_valid_*`` and ``model_only_test_*`` without, and
-    ``transition_weight`` (Recall and NDCG at each of ``ks``, which must include 20). Valid and test
-    rank ``tc.final_eval_users`` users (0: all). ``score``: rank by these logits instead of ``model``'s
-    (a :func:`ranking_score`-like function, e.g. several models' mean)."""
+    """The transition prior (model/transitions.py) with ``tc.transition_window``, ``tc.transition_decay``
+    and ``tc.transition_follow``, its weight chosen among ``tc.transition_weights`` by valid NDCG@20
+    (the early-stopping metric; a tie goes to the smaller weight), the counts as of each ranked
+    split: valid is ranked with the pairs of the training parts, test with those of the training and
+    valid parts -> (prior, metrics). The prior returned is the test one (training and valid pairs),
+    what a ranking after the valid events should read. ``metrics``: ``valid_*`` and ``test_*`` ranked
+    with it, ``model_only_valid_*`` and ``model_only_test_*`` without, ``train_counts_test_*`` with the
+    training parts' counts only, and ``transition_weight`` (Recall and NDCG at each of ``ks``, which
+    must include 20). Valid and test rank ``tc.final_eval_users`` users (0: all). ``score``: rank by
+    these logits instead of ``model``'s (a :func:`ranking_score`-like function, e.g. several models' mean)."""
     from .data import train_sequences
     from .model.transitions import TransitionPrior
 
     t0 = time.time()
-    prior = TransitionPrior.fit(train_sequences(cfg, skip_users), model.args["n_items"], tc.transition_window,
-                                tc.transition_decay)
-    score = score or ranking_score(model, device)    # the model's logits, once per batch for every weight
+    n = model.args["n_items"]
+    fit = lambda with_valid: TransitionPrior.fit(train_sequences(cfg, skip_users, with_valid), n,  # noqa: E731
+                                                 tc.transition_window, tc.transition_decay, tc.transition_follow)
+    prior = fit(False)
+    score = score or ranking_score(model, device)    # the model's logits, once per batch for every ranking
 
-    def rank(which: str, weights) -> dict:
-        blends = {w: (lambda s, b, w=w: prior.blend(s, b["items"][:, -1], w)) for w in weights}
-        return rank_split(cfg, which, tc.max_len, tc.eval_batch_size, score, model.args["n_items"],
-                          tc.final_eval_users, tc.seed, skip_users, ks, variants=blends)
+    def rank(which: str, blends: dict) -> dict:
+        return rank_split(cfg, which, tc.max_len, tc.eval_batch_size, score, n, tc.final_eval_users, tc.seed,
+                          skip_users, ks, variants=blends)
 
-    scored = rank("valid", sorted({0.0, *map(float, tc.transition_weights)}))
-    prior.weight = max(scored, key=lambda w: (scored[w]["valid_ndcg@20"], -w))
-    test = rank("test", sorted({0.0, prior.weight}))
-    metrics = {**scored[prior.weight], **test[prior.weight], "transition_weight": prior.weight,
-               **{f"model_only_{k}": v for k, v in {**scored[0.0], **test[0.0]}.items()}}
+    weights = sorted({0.0, *map(float, tc.transition_weights)})
+    scored = rank("valid", {w: (lambda s, b, w=w: prior.blend(s, b["items"], w)) for w in weights})
+    w = max(scored, key=lambda w: (scored[w]["valid_ndcg@20"], -w))
+    strict, prior = prior, fit(True)
+    strict.weight = prior.weight = w
+    test = rank("test", {"model": lambda s, b: s, "prior": lambda s, b: prior.blend(s, b["items"]),
+                         "train_counts": lambda s, b: strict.blend(s, b["items"])})
+    metrics = {**scored[w], **test["prior"], "transition_weight": w,
+               **{f"model_only_{k}": v for k, v in {**scored[0.0], **test["model"]}.items()},
+               **{f"train_counts_{k}": v for k, v in test["train_counts"].items()}}
     if progress:
-        print("transition prior: valid NDCG@20 " + ", ".join(f"{m['valid_ndcg@20']:.4f} at weight {w:g}"
-                                                             for w, m in scored.items())
-              + f" -> weight {prior.weight:g} ({len(prior.values)} pairs, {time.time() - t0:.1f}s)", file=sys.stderr)
+        print("transition prior: valid NDCG@20 " + ", ".join(f"{m['valid_ndcg@20']:.4f} at weight {x:g}"
+                                                             for x, m in scored.items())
+              + f" -> weight {w:g} ({len(strict.values)} pairs before valid, {len(prior.values)} before test, "
+              f"{time.time() - t0:.1f}s)", file=sys.stderr)
     return prior, metrics
 
 

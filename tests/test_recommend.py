@@ -334,3 +334,20 @@ def test_the_transition_prior_reranks_by_the_blend_computed_by_hand(ws, tmp_path
     no_seen = rec.recommend("alice", 4)                  # no last item given and no seen_items published
     assert no_seen.last_item is None and [i["item_id"] for i in no_seen.items] == plain
     assert Recommender(load_config(ws, ["publish.score=max"]), index=index).prior_weight is None
+
+
+def test_a_prior_that_follows_two_items_mixes_their_successors_from_the_newest(ws, tmp_path):
+    from guim_features.config import load_config
+    from guim_features.recommend import Recommender
+
+    index = with_prior(ws, tmp_path)
+    index.meta["transitions"]["follow"] = 2
+    rec = Recommender(load_config(ws, ["publish.score=lse"]), index=index)
+    assert (rec.follow, rec.decay) == (2, 0.5)
+    row = {i: r for r, i in enumerate(index.item_ids)}
+    # newest first: axis2 leads nowhere (share 1 / 1.5), axis1 leads to axis0 .6 and mix23 .2 (share .5 / 1.5)
+    succ, p = rec._successors([row["axis2"], row["axis1"]])
+    got = {index.item_ids[r]: float(x) for r, x in zip(succ, p)}
+    assert got == pytest.approx({"axis0": .6 / 3, "mix23": .2 / 3})
+    succ, p = rec._successors([row["axis1"]])                       # one item: its own row
+    assert {index.item_ids[r]: float(x) for r, x in zip(succ, p)} == pytest.approx({"axis0": .6, "mix23": .2})

@@ -44,11 +44,31 @@ def test_the_blend_mixes_the_softmax_with_the_prior_and_weight_zero_is_the_model
         p.blend(logits, np.array([3]), weight=1.0)
 
 
+def test_following_two_items_mixes_their_rows_from_the_newest():
+    p = hand_prior(weight=0.1)
+    p.follow = 2
+    # histories in time order, left-padded: [3, 4] follows 4 (weight 1) and 3 (0.5), renormalised by 1.5;
+    # [0, 3] has one item, whose row is the whole prior; a (B,) array is the last item alone
+    P = p.probs(np.array([[3, 4], [0, 3], [5, 4]]))
+    row3 = np.array([0, 0, 0, 0, 2 / 3.5, 0.5 / 3.5, 0, 0])
+    row4 = np.array([0, 0, 0, 0, 0, 1 / 3.5, 1.5 / 3.5, 0])
+    assert P[0].tolist() == pytest.approx((row4 + 0.5 * row3) / 1.5)
+    assert P[1].tolist() == pytest.approx(row3)
+    assert P[2].tolist() == pytest.approx(row4 / 1.5)       # 5 leads nowhere but still takes its share
+    assert p.probs(np.array([4]))[0].tolist() == pytest.approx(row4)
+    logits = np.zeros((1, 8), np.float32)
+    logits[0, :3] = -np.inf
+    out = p.blend(logits, np.array([[3, 4]]))
+    assert out[0, 5] == pytest.approx(math.log(0.9 / 5 + 0.1 * (1 / 3.5 + 0.5 * 0.5 / 3.5) / 1.5), abs=1e-6)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="window 0"):
         TransitionPrior.fit([np.array([3, 4])], 8, window=0, decay=0.5)
     with pytest.raises(ValueError, match="decay 0"):
         TransitionPrior.fit([np.array([3, 4])], 8, window=1, decay=0.0)
+    with pytest.raises(ValueError, match="follow 0"):
+        TransitionPrior.fit([np.array([3, 4])], 8, window=1, decay=0.5, follow=0)
 
 
 def test_bench_rankings_go_through_the_methods_rerank():
@@ -90,7 +110,11 @@ def test_training_fits_the_prior_chooses_its_weight_on_valid_and_saves_it(traine
     # two steps leave the model near chance; the counted successors predict the planted cycles
     assert m["transition_weight"] == 0.5
     assert m["valid_ndcg@20"] > m["model_only_valid_ndcg@20"] and m["test_ndcg@20"] > m["model_only_test_ndcg@20"]
-    expect = TransitionPrior.fit(train_sequences(cfg), res.embedder.model.args["n_items"], 1, 0.5)
+    assert "train_counts_test_ndcg@20" in m          # test ranked with the training parts' counts alone too
+    # the saved prior is the one test was ranked with: the pairs of every event before the test split
+    n = res.embedder.model.args["n_items"]
+    expect = TransitionPrior.fit(train_sequences(cfg, with_valid=True), n, 1, 0.5)
+    assert len(expect.values) > len(TransitionPrior.fit(train_sequences(cfg), n, 1, 0.5).values)
     for emb in (res.embedder, from_checkpoint(ws / "checkpoints" / CHECKPOINT)):
         got = emb.transitions
         assert got.weight == 0.5 and got.window == 1
@@ -226,5 +250,5 @@ def test_publish_maps_the_registered_models_prior_onto_the_index_rows(trained):
                            arrays["values"][arrays["indptr"][a]:arrays["indptr"][a + 1]])}
     assert len(arrays["indptr"]) == len(ids) + 1 and len(expect) > 20
     assert got == pytest.approx(expect)
-    assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "pairs": len(expect)}
+    assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "follow": 1, "pairs": len(expect)}
     assert model_transitions(cfg, "99", ids) is None                     # not in the registry: no prior

@@ -132,21 +132,26 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
     """Give a method the transition prior GUIM's trainer gives GUIM (``train.transition_window`` > 0;
     model/transitions.py), chosen the same way, so a gain from it is not GUIM's alone.
 
-    The pairs of ``data``'s train parts are counted with ``tc.transition_window`` and
-    ``tc.transition_decay``; the weight (``tc.transition_weights``, and 0: the method alone) and the
-    factor turning the method's scores into logits (``emb.logit_scales``) are chosen by NDCG@20 of
-    each user's first valid event, ranked from their train part (``emb.valid_users``) over the
-    whole catalogue with the train items excluded (a tie goes to the smaller weight). ``emb`` then
-    ranks with ``rerank`` from each user's last test-input item, and records the weight in
-    ``transition_weight``. Nothing happens when the prior is off, when the method reranks already
-    (GUIM's checkpoint carries its own prior), or when it has no ``valid_users``."""
+    The pairs are counted with ``tc.transition_window``, ``tc.transition_decay`` and
+    ``tc.transition_follow``, as of the ranked split as the trainer counts them. The weight
+    (``tc.transition_weights``, and 0: the method alone) and the factor turning the method's scores
+    into logits (``emb.logit_scales``) are chosen by NDCG@20 of each user's first valid event,
+    ranked from their train part (``emb.valid_users``) with the train parts' pairs over the whole
+    catalogue, the train items excluded (a tie goes to the smaller weight). ``emb`` then ranks with
+    ``rerank`` from each user's test input, the pairs of the train and valid parts, and records the
+    weight in ``transition_weight``. Nothing happens when the prior is off, when the method reranks
+    already (GUIM's checkpoint carries its own prior), or when it has no ``valid_users``."""
     from ...data import rank_metrics
     from ...model.transitions import TransitionPrior
 
     if tc.transition_window <= 0 or emb.rerank is not None or emb.valid_users is None:
         return
-    prior = TransitionPrior.fit([data.train_items(u) for u in range(data.n_users)], data.n_items,
-                                tc.transition_window, tc.transition_decay)
+
+    def fit(part) -> TransitionPrior:
+        return TransitionPrior.fit([part(u) for u in range(data.n_users)], data.n_items, tc.transition_window,
+                                   tc.transition_decay, tc.transition_follow)
+
+    prior = fit(data.train_items)
     valid = emb.train_part_users()                                     # (U, K, d)
     users = [u for u in range(data.n_users) if len(data.train_items(u)) and len(data.part(u, (VALID,)))]
     choices = [(0.0, 1.0)] + [(float(w), float(c)) for w in sorted(set(map(float, tc.transition_weights)) - {0.0})
@@ -156,28 +161,41 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
         rows = np.array(users[s:s + batch])
         seen = [data.train_items(u) for u in rows]
         target = np.array([data.part(u, (VALID,))[0] for u in rows])
-        last = np.array([x[-1] for x in seen])
+        history = latest_items(seen, prior.follow)
         z = emb.model_score(valid[rows], emb.weights[rows])  # (B, V)
         z[:, :FIRST_ITEM_INDEX] = -np.inf
         for w, c in choices:
-            ndcg[(w, c)] += rank_metrics(prior.blend(z * np.float32(c), last, w), target, seen, ks=(20,))["ndcg@20"]
+            ndcg[(w, c)] += rank_metrics(prior.blend(z * np.float32(c), history, w), target, seen,
+                                         ks=(20,))["ndcg@20"]
     w, c = max(choices, key=lambda k: (ndcg[k], -k[0], -k[1]))
     emb.transition_weight, emb.transition_scale = w, c
     if w <= 0:
         return
+    prior = fit(data.test_input)                  # the test ranking counts every event before the test split
     prior.weight = w
-    emb.rerank = last_item_rerank(data, lambda s, last: prior.blend(s * np.float32(c), last))
+    emb.rerank = latest_items_rerank(data, lambda s, history: prior.blend(s * np.float32(c), history), prior.follow)
 
 
-def last_item_rerank(data, ranked: Callable) -> Callable:
-    """An :attr:`Embeddings.rerank` that calls ``ranked(scores, last)`` with the reserved columns at -inf
-    (they are not items: out of any softmax) and each user's last test-input item (0: none)."""
-    last = np.array([(x[-1] if len(x) else 0) for x in (data.test_input(u) for u in range(data.n_users))])
+def latest_items(histories, n: int) -> np.ndarray:
+    """Item sequences in time order -> (B, n) their ``n`` latest items, left-padded with 0 (no item)."""
+    out = np.zeros((len(histories), n), np.int64)
+    for r, x in enumerate(histories):
+        x = np.asarray(x)[-n:]
+        if len(x):
+            out[r, n - len(x):] = x
+    return out
+
+
+def latest_items_rerank(data, ranked: Callable, follow: int = 1) -> Callable:
+    """An :attr:`Embeddings.rerank` that calls ``ranked(scores, history)`` with the reserved columns at
+    -inf (they are not items: out of any softmax) and each user's ``follow`` latest test-input items
+    (:func:`latest_items`)."""
+    history = latest_items([data.test_input(u) for u in range(data.n_users)], follow)
 
     def rerank(rows, s):
         s = np.array(s, dtype=np.float32)
         s[:, :FIRST_ITEM_INDEX] = -np.inf
-        return ranked(s, last[rows])
+        return ranked(s, history[rows])
 
     return rerank
 

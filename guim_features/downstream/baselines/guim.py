@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import GuimError
-from . import Embeddings, Method, Unavailable, last_item_rerank
+from . import Embeddings, Method, Unavailable, latest_items_rerank
 
 
 def embed_with(embedder, data) -> Embeddings:
@@ -41,8 +41,8 @@ def embed_with(embedder, data) -> Embeddings:
 
     rerank = None
     prior = getattr(embedder, "transitions", None)
-    if prior is not None and prior.weight > 0:       # the transition prior, given each user's last input item
-        rerank = last_item_rerank(data, embedder.rank_scores)
+    if prior is not None and prior.weight > 0:       # the transition prior, given each user's latest input items
+        rerank = latest_items_rerank(data, embedder.rank_scores, prior.follow)
 
     return Embeddings(items, np.concatenate(interests), np.concatenate(weights), scorer=scorer,
                       profile=np.concatenate(profile), rerank=rerank,
