@@ -83,7 +83,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="never recommend the user's seen_items (their events before the published "
                             "snapshot; the bronze events where the published view predates seen_items)")
         p.add_argument("--last-item", dest="last_item", metavar="ITEM_ID",
-                       help="the user's newest event, for the transition prior (default: their newest seen item)")
+                       help="the user's newest event, for the transition prior (followed by their seen items; "
+                            "default: the seen items alone)")
         p.add_argument("--no-prior", action="store_true", dest="no_prior",
                        help="rank by the model alone, even when the published model has a transition prior")
     elif name == "bench":

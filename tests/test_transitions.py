@@ -135,25 +135,26 @@ def bench_data(ws):
 
 
 def likeliest_successors(prior, data) -> dict:
-    """{user row: the unseen item their last test-input item most likely leads to}, where one item is likeliest."""
+    """{user row: the unseen item their test input most likely leads to (the prior's ``follow`` latest
+    items)}, where one item is likeliest."""
     out = {}
     for u in range(data.n_users):
         history = data.test_input(u)
-        P = prior.probs(np.array([history[-1]]), data.n_items)[0]
+        P = prior.probs(history[None, :], data.n_items)[0]
         P[history] = 0
         if P.max() > 0 and (P == P.max()).sum() == 1:
             out[u] = int(P.argmax())
     return out
 
 
-def test_the_bench_ranks_each_user_with_the_prior_of_their_last_item(trained):
+def test_the_bench_ranks_each_user_with_the_prior_of_their_latest_items(trained):
     from guim_features.downstream.baselines.guim import embed_with
 
     ws, cfg, res = trained
     emb = res.embedder
     data = bench_data(ws)
     assert embed_with(emb, data).rerank is not None
-    emb.transitions.weight = 0.999            # the prior all but decides: the top item is the last item's likeliest
+    emb.transitions.weight = 0.999            # the prior all but decides: the top item is the history's likeliest
     try:                                      # successor among the items the user has not had yet
         top = embed_with(emb, data).top_items(data, 1)[:, 0]
     finally:
@@ -164,9 +165,9 @@ def test_the_bench_ranks_each_user_with_the_prior_of_their_last_item(trained):
 
 
 def test_the_bench_gives_a_baseline_the_same_prior_chosen_on_valid(trained):
-    """``train.transition_window`` > 0 gives every method the prior: counted on the bench's train parts
-    (the trainer's pairs), its weight chosen on valid, and a method that ranks at chance then ranks
-    each user's last item's likeliest successor first."""
+    """``train.transition_window`` > 0 gives every method the prior: the trainer's pairs (for the test
+    ranking, those of the train and valid parts), its weight chosen on valid, and a method that ranks
+    at chance then ranks each user's history's likeliest successor first."""
     from guim_features.downstream.baselines import Embeddings, add_transition_prior
 
     ws, cfg, res = trained
@@ -250,5 +251,5 @@ def test_publish_maps_the_registered_models_prior_onto_the_index_rows(trained):
                            arrays["values"][arrays["indptr"][a]:arrays["indptr"][a + 1]])}
     assert len(arrays["indptr"]) == len(ids) + 1 and len(expect) > 20
     assert got == pytest.approx(expect)
-    assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "follow": 1, "pairs": len(expect)}
+    assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "follow": 2, "pairs": len(expect)}
     assert model_transitions(cfg, "99", ids) is None                     # not in the registry: no prior
