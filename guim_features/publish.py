@@ -464,7 +464,7 @@ def run(cfg, args) -> int:
              f"(version {version})\n")
           + f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
           + (f", logged to MLflow run {run_id}" if run_id else "") + "\n"
-          + (f"  transition prior {prior[1]['pairs']:,} pairs, weight {prior[1]['weight']:g} (guim recommend "
-             f"blends it with the model)\n" if prior else "")
+          + (f"  transition prior {prior[1]['pairs']:,} pairs, weight {prior[1]['weight']:g}, following the "
+             f"{prior[1]['follow']} latest item(s) (guim recommend blends it with the model)\n" if prior else "")
           + f"  took {time.perf_counter() - t0:.1f}s")
     return 0
