@@ -167,31 +167,33 @@ def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozens
 
     t0 = time.time()
     n = model.args["n_items"]
-    fit = lambda with_valid: TransitionPrior.fit(train_sequences(cfg, skip_users, with_valid), n,  # noqa: E731
-                                                 tc.transition_window, tc.transition_decay, tc.transition_follow)
-    prior = fit(False)
-    score = score or ranking_score(model, device)    # the model's logits, once per batch for every ranking
+
+    def count(with_valid: bool) -> TransitionPrior:
+        return TransitionPrior.fit(train_sequences(cfg, skip_users, with_valid), n, tc.transition_window,
+                                   tc.transition_decay, tc.transition_follow)
 
     def rank(which: str, blends: dict) -> dict:
         return rank_split(cfg, which, tc.max_len, tc.eval_batch_size, score, n, tc.final_eval_users, tc.seed,
                           skip_users, ks, variants=blends)
 
+    before_valid = count(with_valid=False)
+    score = score or ranking_score(model, device)    # the model's logits, once per batch for every ranking
     weights = sorted({0.0, *map(float, tc.transition_weights)})
-    scored = rank("valid", {w: (lambda s, b, w=w: prior.blend(s, b["items"], w)) for w in weights})
-    w = max(scored, key=lambda w: (scored[w]["valid_ndcg@20"], -w))
-    strict, prior = prior, fit(True)
-    strict.weight = prior.weight = w
-    test = rank("test", {"model": lambda s, b: s, "prior": lambda s, b: prior.blend(s, b["items"]),
-                         "train_counts": lambda s, b: strict.blend(s, b["items"])})
+    scored = rank("valid", {x: (lambda s, b, x=x: before_valid.blend(s, b["items"], x)) for x in weights})
+    w = max(weights, key=lambda x: (scored[x]["valid_ndcg@20"], -x))
+    before_test = count(with_valid=True)
+    before_valid.weight = before_test.weight = w
+    test = rank("test", {"model": lambda s, b: s, "prior": lambda s, b: before_test.blend(s, b["items"]),
+                         "train_counts": lambda s, b: before_valid.blend(s, b["items"])})
     metrics = {**scored[w], **test["prior"], "transition_weight": w,
                **{f"model_only_{k}": v for k, v in {**scored[0.0], **test["model"]}.items()},
                **{f"train_counts_{k}": v for k, v in test["train_counts"].items()}}
     if progress:
         print("transition prior: valid NDCG@20 " + ", ".join(f"{m['valid_ndcg@20']:.4f} at weight {x:g}"
                                                              for x, m in scored.items())
-              + f" -> weight {w:g} ({len(strict.values)} pairs before valid, {len(prior.values)} before test, "
-              f"{time.time() - t0:.1f}s)", file=sys.stderr)
-    return prior, metrics
+              + f" -> weight {w:g} ({len(before_valid.values)} pairs before valid, {len(before_test.values)} "
+              f"before test, {time.time() - t0:.1f}s)", file=sys.stderr)
+    return before_test, metrics
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,
