@@ -24,7 +24,7 @@ cases the CLI excludes the user's bronze events instead (:func:`seen_items`), an
 
 With a transition prior (a model trained with ``train.transition_window``; ``guim publish`` stores
 it beside the index) and the ``lse`` rule, the ranking is the trainer's: each candidate's
-probability ``log((1 - w) softmax(score / tau) + w P(item | last item))``, the softmax over the
+probability ``log((1 - w) softmax(score / tau) + w P(item | history))``, the softmax over the
 whole catalogue (one (N, d) x (d, K) product per request) and w the weight chosen on valid. The
 history it follows is ``last_item`` (the newest event a service knows of) and then the user's
 ``seen_items``, newest first: the model's ``follow`` latest of them, their rows mixed with weights
