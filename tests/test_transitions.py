@@ -195,6 +195,24 @@ def test_the_bench_gives_a_baseline_the_same_prior_chosen_on_valid(trained):
         assert e.rerank is before and e.transition_weight is None
 
 
+def test_the_bench_never_counts_a_held_out_users_events(trained):
+    """In multi_interest_retrieval's user-holdout view the held-out users' input is coded valid: the
+    baselines' before-test count must leave it out, as GUIM's trainer does."""
+    from guim_features.downstream.baselines import bench_prior
+
+    ws, cfg, res = trained
+    view = bench_data(ws).user_holdout_view(0.5, seed=0)
+    tc = replace(cfg.train, transition_window=1)
+    held = {view.user_row[u] for u in view.holdout}
+    assert held and all(len(view.test_input(u)) for u in held)
+    got = bench_prior(view, tc, view.test_input)
+    kept = TransitionPrior.fit([view.test_input(u) for u in range(view.n_users) if u not in held], view.n_items, 1, 0.5)
+    every = TransitionPrior.fit([view.test_input(u) for u in range(view.n_users)], view.n_items, 1, 0.5)
+    assert np.array_equal(got.indptr, kept.indptr) and np.array_equal(got.indices, kept.indices)
+    assert np.allclose(got.values, kept.values)
+    assert not np.allclose(np.diff(every.indptr), np.diff(got.indptr))      # the held-out users' pairs are many
+
+
 def test_a_method_that_ranks_valid_perfectly_keeps_weight_zero(trained):
     """An oracle on valid cannot gain from the prior: the tie goes to the smaller weight, 0, and the
     method ranks alone."""

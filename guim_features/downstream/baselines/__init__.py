@@ -142,16 +142,10 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
     weight in ``transition_weight``. Nothing happens when the prior is off, when the method reranks
     already (GUIM's checkpoint carries its own prior), or when it has no ``valid_users``."""
     from ...data import rank_metrics
-    from ...model.transitions import TransitionPrior
 
     if tc.transition_window <= 0 or emb.rerank is not None or emb.valid_users is None:
         return
-
-    def fit(part) -> TransitionPrior:
-        return TransitionPrior.fit([part(u) for u in range(data.n_users)], data.n_items, tc.transition_window,
-                                   tc.transition_decay, tc.transition_follow)
-
-    prior = fit(data.train_items)
+    prior = bench_prior(data, tc, data.train_items)
     valid = emb.train_part_users()                                     # (U, K, d)
     users = [u for u in range(data.n_users) if len(data.train_items(u)) and len(data.part(u, (VALID,)))]
     choices = [(0.0, 1.0)] + [(float(w), float(c)) for w in sorted(set(map(float, tc.transition_weights)) - {0.0})
@@ -171,9 +165,20 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
     emb.transition_weight, emb.transition_scale = w, c
     if w <= 0:
         return
-    prior = fit(data.test_input)                  # the test ranking counts every event before the test split
+    prior = bench_prior(data, tc, data.test_input)   # the test ranking counts every event before the test split
     prior.weight = w
     emb.rerank = latest_items_rerank(data, lambda s, history: prior.blend(s * np.float32(c), history), prior.follow)
+
+
+def bench_prior(data, tc, part: Callable):
+    """The transition prior of ``part(u)`` (``data.train_items`` or ``data.test_input``) over every user
+    row but the held-out ones (``data.holdout``: no method learns from them, as GUIM's trainer skips
+    them), with the trainer's ``transition_window``, ``transition_decay`` and ``transition_follow``."""
+    from ...model.transitions import TransitionPrior
+
+    held = {data.user_row[u] for u in data.holdout}
+    return TransitionPrior.fit([part(u) for u in range(data.n_users) if u not in held], data.n_items,
+                               tc.transition_window, tc.transition_decay, tc.transition_follow)
 
 
 def latest_items(histories, n: int) -> np.ndarray:
