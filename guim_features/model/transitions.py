@@ -97,7 +97,7 @@ class TransitionPrior:
             raise ValueError(f"transition weight {w}: expected [0, 1)")
         z = np.asarray(logits, np.float32)
         m = np.max(z, axis=1, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0.0)
+        m = np.where(np.isfinite(m), m, np.float32(0.0))         # float32 throughout: float64 triples the cost
         log_p = z - m - np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))      # log softmax
         p = self.probs(history, z.shape[1])
         out = log_p + np.float32(np.log1p(-w))
