@@ -179,7 +179,9 @@ def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozens
     before_valid = count(with_valid=False)
     score = score or ranking_score(model, device)    # the model's logits, once per batch for every ranking
     weights = sorted({0.0, *map(float, tc.transition_weights)})
-    scored = rank("valid", {x: (lambda s, b, x=x: before_valid.blend(s, b["items"], x)) for x in weights})
+    parts = batch_parts(before_valid)                # its log softmax and P, once per batch for every weight
+    scored = rank("valid", {x: (lambda s, b, x=x: TransitionPrior.mix(parts(s, b), x) if x > 0 else s)
+                            for x in weights})
     w = max(weights, key=lambda x: (scored[x]["valid_ndcg@20"], -x))
     before_test = count(with_valid=True)
     before_valid.weight = before_test.weight = w
@@ -194,6 +196,19 @@ def fit_transition_prior(model, cfg, tc, device, skip_users: frozenset = frozens
               + f" -> weight {w:g} ({len(before_valid.values)} pairs before valid, {len(before_test.values)} "
               f"before test, {time.time() - t0:.1f}s)", file=sys.stderr)
     return before_test, metrics
+
+
+def batch_parts(prior):
+    """``f(scores, batch)`` -> ``prior.parts`` of that batch, computed once while the same scores
+    array comes back (rank_split hands every variant of a batch the same one)."""
+    memo: dict = {}
+
+    def f(s, b):
+        if memo.get("scores") is not s:
+            memo.clear()
+            memo.update(scores=s, parts=prior.parts(s, b["items"]))
+        return memo["parts"]
+    return f
 
 
 def popularity_metrics(cfg, counts: np.ndarray, which: str, L: int, batch_size: int,

@@ -44,6 +44,25 @@ def test_the_blend_mixes_the_softmax_with_the_prior_and_weight_zero_is_the_model
         p.blend(logits, np.array([3]), weight=1.0)
 
 
+def test_parts_computed_once_serve_every_weight_and_factor():
+    """The shared parts give what blend gives at each weight, and a second factor's parts that reuse
+    the first's P give what blend gives for those logits."""
+    p = hand_prior()
+    logits = np.array([[-np.inf, -np.inf, -np.inf, 0.5, 0.0, -1.0, 2.0, 0.0],
+                       [-np.inf, -np.inf, -np.inf, 0.0, 1.0, 0.0, 0.0, -np.inf]], np.float32)
+    history = np.array([3, 4])
+    parts = p.parts(logits, history)
+    doubled = p.parts(logits * 2, history, like=parts)
+    for w in (0.05, 0.1, 0.5):
+        assert np.array_equal(p.mix(parts, w), p.blend(logits, history, w))
+        assert np.array_equal(p.mix(doubled, w), p.blend(logits * 2, history, w))
+    # by hand, row 2 at w = 0.5: item 6 has P = 1.5 / 3.5 and softmax e^0 / (e^0 + e^1 + 2 e^0)
+    soft = 1 / (3 + math.e)
+    assert p.mix(parts, 0.5)[1, 6] == pytest.approx(math.log(0.5 * soft + 0.5 * 1.5 / 3.5), abs=1e-6)
+    with pytest.raises(ValueError, match="expected \\(0, 1\\)"):
+        p.mix(parts, 0.0)
+
+
 def test_following_two_items_mixes_their_rows_from_the_newest():
     p = hand_prior(weight=0.1)
     p.follow = 2

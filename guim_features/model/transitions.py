@@ -95,14 +95,32 @@ class TransitionPrior:
             return logits
         if not w < 1.0:
             raise ValueError(f"transition weight {w}: expected [0, 1)")
+        return self.mix(self.parts(logits, history), w)
+
+    def parts(self, logits: np.ndarray, history: np.ndarray, like: tuple | None = None) -> tuple:
+        """What :meth:`blend` reads of a batch whatever the weight: the log softmax of ``logits`` and
+        the items of P(. | history) > 0 with their probabilities. Computed once, it serves
+        :meth:`mix` at every weight tried (the log softmax and P cost as much as the blend itself).
+        ``like``: the parts of other logits of the same histories, whose P is taken as it is."""
         z = np.asarray(logits, np.float32)
         m = np.max(z, axis=1, keepdims=True)
         m = np.where(np.isfinite(m), m, np.float32(0.0))         # float32 throughout: float64 triples the cost
         log_p = z - m - np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))      # log softmax
+        if like is not None:
+            return log_p, like[1], like[2]
         p = self.probs(history, z.shape[1])
+        hit = np.nonzero(p > 0)
+        return log_p, hit, p[hit]
+
+    @staticmethod
+    def mix(parts: tuple, weight: float) -> np.ndarray:
+        """:meth:`parts` of a batch and a weight w in (0, 1) -> the (B, V) blend at w (a new array)."""
+        w = float(weight)
+        if not 0.0 < w < 1.0:
+            raise ValueError(f"transition weight {w}: expected (0, 1)")
+        log_p, hit, p = parts
         out = log_p + np.float32(np.log1p(-w))
-        hit = p > 0
-        out[hit] = np.logaddexp(out[hit], np.log(w * p[hit]))
+        out[hit] = np.logaddexp(out[hit], np.log(w * p))
         return out
 
     # -- the checkpoint ----------------------------------------------------------------------

@@ -158,9 +158,12 @@ def add_transition_prior(emb: Embeddings, data, tc, batch: int = 512) -> None:
         history = latest_items(seen, prior.follow)
         z = emb.model_score(valid[rows], emb.weights[rows])  # (B, V)
         z[:, :FIRST_ITEM_INDEX] = -np.inf
-        for w, c in choices:
-            ndcg[(w, c)] += rank_metrics(prior.blend(z * np.float32(c), history, w), target, seen,
-                                         ks=(20,))["ndcg@20"]
+        parts = None                       # the factor's log softmax (P is the same for every factor)
+        for w, c in sorted(choices, key=lambda k: (k[1], k[0])):            # factor by factor
+            if w > 0 and (parts is None or parts[0] != c):
+                parts = c, prior.parts(z * np.float32(c), history, like=parts and parts[1])
+            ranked = prior.mix(parts[1], w) if w > 0 else z
+            ndcg[(w, c)] += rank_metrics(ranked, target, seen, ks=(20,))["ndcg@20"]
     w, c = max(choices, key=lambda k: (ndcg[k], -k[0], -k[1]))
     emb.transition_weight, emb.transition_scale = w, c
     if w <= 0:
