@@ -233,11 +233,12 @@ class TrainConfig:
                                    ".371 (level with ALS's .386) against .353 for the fold-in alone")
     profile_keep: float = opt(0.5, "Profile head training: share of a user's items it reads (the rest it must "
                                    "predict too)")
-    transition_window: int = opt(0, "Transition prior for next-item ranking (model/transitions.py): count item "
+    transition_window: int = opt(3, "Transition prior for next-item ranking (model/transitions.py): count item "
                                     "pairs up to this many events apart in the training parts and blend "
-                                    "P(next | last item) with the model's softmax, the weight chosen on the valid "
-                                    "split after training (0 = off: the model's ranking alone; Amazon Sports, 3, "
-                                    "3 seeds: test NDCG@20 .0422 against .0365, Recall@20 .0870 against .0790)")
+                                    "P(next | latest items) with the model's softmax, the weight chosen on the "
+                                    "valid split after training, 0 among the candidates (0 = off: the model's "
+                                    "ranking alone; Amazon Sports, 3 seeds: test NDCG@20 .0422 at 3 against "
+                                    ".0365 off, Recall@20 .0870 against .0790)")
     transition_decay: float = opt(0.5, "Transition prior: weight of a pair g events apart, decay ** (g - 1), and "
                                        "of the g-th latest item it follows, decay ** (g - 1)")
     transition_follow: int = opt(2, "Transition prior: how many of the user's latest items it follows (their "
