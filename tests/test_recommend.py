@@ -336,6 +336,38 @@ def test_the_transition_prior_reranks_by_the_blend_computed_by_hand(ws, tmp_path
     assert Recommender(load_config(ws, ["publish.score=max"]), index=index).prior_weight is None
 
 
+def test_above_the_sample_size_the_normaliser_counts_the_candidates_and_estimates_the_rest(ws, tmp_path):
+    """Past ``publish.normaliser_sample`` items the softmax's normaliser is the candidates' terms plus
+    the other items' sum estimated from the sample, scaled to their number; at or below it, exact."""
+    from guim_features.config import load_config
+    from guim_features.errors import GuimError
+    from guim_features.recommend import Recommender
+
+    index = with_prior(ws, tmp_path)
+    index.meta["ef_search"] = 1          # each interest's search stops at k: axis3 (interest 0), axis1 (1)
+    e = {"axis0": 1.0, "axis1": .1 + .9 * math.e, "axis2": 1.0, "axis3": .1 * math.e ** 3 + .9,
+         "mix01": .1 + .9 * math.e ** .6, "mix23": .1 * math.e ** 1.5 + .9}      # exp(score), as above
+
+    def axis0_score(rec):                # axis0, the likeliest successor of axis1, leads the blend
+        top = rec.recommend("alice", 1, last_item="axis1").items[0]
+        assert top["item_id"] == "axis0"
+        return top["score"]
+
+    exact = math.log(.5 * e["axis0"] / sum(e.values()) + .5 * .6)
+    assert axis0_score(Recommender(load_config(ws, ["publish.score=lse", "publish.normaliser_sample=6"]),
+                                   index=index)) == pytest.approx(exact, abs=1e-5)
+    rec = Recommender(load_config(ws, ["publish.score=lse", "publish.normaliser_sample=3"]), index=index)
+    got = axis0_score(rec)
+    # the candidates: axis3 and axis1 from the search, axis0 and mix23 the prior's successors of axis1;
+    # axis2 and mix01 are the rest, estimated from those the sample of 3 rows holds (2 / held x their sum)
+    held = [i for i in ("axis2", "mix01") if i in set(index.item_ids[rec.normaliser.sample[0]])]
+    assert len(held) == 1 and got != pytest.approx(exact, abs=1e-3)    # this sample: one of the two, an estimate
+    z = sum(e[i] for i in ("axis0", "axis1", "axis3", "mix23")) + 2 / len(held) * sum(e[i] for i in held)
+    assert got == pytest.approx(math.log(.5 * e["axis0"] / z + .5 * .6), abs=1e-5)
+    with pytest.raises(GuimError, match="normaliser_sample=-1"):
+        Recommender(load_config(ws, ["publish.score=lse", "publish.normaliser_sample=-1"]), index=index)
+
+
 def test_a_prior_that_follows_two_items_mixes_their_successors_from_the_newest(ws, tmp_path):
     from guim_features.config import load_config
     from guim_features.recommend import Recommender
