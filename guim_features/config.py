@@ -128,6 +128,10 @@ class PublishConfig:
     score: str = opt("model", "How candidates of the K interests merge: model (the rule it was trained with) | "
                               "max (max_k u_k.v) | lse (tau log sum_k w_k exp(u_k.v / tau))")
     popular: int = opt(100, "Popular items kept with the index, shown (flagged) for users the online store lacks")
+    transitions: str = opt("recount", "The transition prior served: recount (the model's pairs counted again "
+                                      "over every bronze event before the newest user snapshot published: "
+                                      "the counts as of the snapshot) | model (the counts the run was "
+                                      "evaluated with: its training and valid parts)")
     normaliser_sample: int = opt(50_000, "Transition prior online: above this many items the softmax's "
                                          "normaliser is the candidates' terms exactly plus the other items' "
                                          "estimated from a fixed uniform sample of this many (cost flat in "

@@ -391,6 +391,63 @@ def model_transitions(cfg, model_version: str, item_ids) -> tuple[dict, dict] | 
              "follow": int(prior.get("follow", 1)), "pairs": int(len(b))})
 
 
+def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] | None:
+    """The prior's pairs counted again, with the model's window and decay, over every bronze event
+    before ``before`` (the newest user snapshot published) -> (CSR over the index rows, meta with
+    ``pairs``, ``events`` and ``counted_before``), or None when there is no bronze events table.
+
+    The model was evaluated with counts as of each ranked event; served, the same rule means the
+    counts as of the snapshot, so the pairs of the events since training (the test parts, and any
+    ingested later) are served too, not only the training and valid parts' the run counted.
+    Events are ordered per user as the sequences order them (time in seconds, then input position,
+    then item), and events of items the index lacks are skipped, the gap closing over them, as
+    the trainer skips items outside its catalogue."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .model.transitions import TransitionPrior
+    from .schemas import FIRST_ITEM_INDEX
+
+    path = cfg.table("events")
+    cut = pa.scalar(before, pa.timestamp("us", tz="UTC"))
+    if is_remote(path):
+        from . import delta
+        from .spark import get_spark
+
+        spark = get_spark(cfg.spark)
+        if not delta.exists(spark, path):
+            return None
+        df = delta.read(spark, path, "events")
+        cols = [c for c in ("user_id", "item_id", "ts", "ord") if c in df.columns]
+        table = df.where(df["ts"] < before).select(*cols).toArrow()
+    else:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            ds = DeltaTable(path).to_pyarrow_dataset()
+        except TableNotFoundError:
+            return None
+        cols = [c for c in ("user_id", "item_id", "ts", "ord") if c in ds.schema.names]
+        table = ds.to_table(columns=cols, filter=pc.field("ts") < cut)
+    t = pc.floor_temporal(table["ts"], unit="second")
+    order = pa.table({"user_id": table["user_id"], "t": t, "item_id": table["item_id"],
+                      "ord": table["ord"] if "ord" in table.column_names else pa.nulls(len(table), pa.int64())})
+    order = order.sort_by([("user_id", "ascending"), ("t", "ascending"), ("ord", "ascending"),
+                           ("item_id", "ascending")])
+    row = pc.index_in(order["item_id"], value_set=pa.array(np.asarray(item_ids).astype(str)))
+    items = row.to_numpy(zero_copy_only=False)
+    items = np.where(np.isnan(items.astype(float)), -1, items).astype(np.int64) + FIRST_ITEM_INDEX
+    users = pc.dictionary_encode(order["user_id"]).combine_chunks().indices.to_numpy()
+    n = len(item_ids) + FIRST_ITEM_INDEX                  # index rows as item_idx past the reserved ones
+    prior = TransitionPrior.fit_flat(items, users, n, int(meta["window"]), float(meta["decay"]))
+    lo, hi = prior.indptr[FIRST_ITEM_INDEX:], prior.indices - FIRST_ITEM_INDEX
+    arrays = {"indptr": (lo - lo[0]).astype(np.int64), "indices": hi.astype(np.int64),
+              "values": prior.values.astype(np.float32)}
+    when = before.isoformat() if hasattr(before, "isoformat") else str(before)
+    return arrays, {**meta, "pairs": int(len(hi)), "events": int(len(table)), "counted_before": when}
+
+
 def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
     """Log every file of the index folder (``ann.files``: ``ItemIndex.from_mlflow`` needs them all) to
     the MLflow run that produced ``model_version``; returns the run id or None."""
@@ -420,6 +477,8 @@ def run(cfg, args) -> int:
     from .ann import ItemIndex
 
     t0 = time.perf_counter()
+    if cfg.publish.transitions not in ("recount", "model"):
+        raise GuimError(f"publish.transitions={cfg.publish.transitions!r}: expected recount or model")
     materialize.check_path(cfg)                 # before anything is written: a failed publish changes nothing
     redis_store.check_reachable(cfg)
     if cfg.publish.offline_store == "spark":
@@ -439,6 +498,11 @@ def run(cfg, args) -> int:
                             K=k, score=rule, temperature=temperature,
                             popular=popular_items(cfg, cfg.publish.popular))
     prior = model_transitions(cfg, version, index.item_ids)
+    if prior is not None and cfg.publish.transitions == "recount":
+        import pyarrow.compute as pc
+
+        before = pc.max(users["event_timestamp"]).as_py()           # the newest snapshot published
+        prior = recount_transitions(cfg, prior[1], index.item_ids, before) or prior
     if prior is not None:
         index.transitions, index.meta["transitions"] = prior
     repo, history = write_repo(cfg, k, d, version, users_ds, items_ds)
@@ -464,7 +528,10 @@ def run(cfg, args) -> int:
              f"(version {version})\n")
           + f"  item index      {folder} (HNSW M={cfg.publish.ann_m}, {index.meta['n']} items)"
           + (f", logged to MLflow run {run_id}" if run_id else "") + "\n"
-          + (f"  transition prior {prior[1]['pairs']:,} pairs, weight {prior[1]['weight']:g}, following the "
+          + (f"  transition prior {prior[1]['pairs']:,} pairs"
+             + (f" (recounted over {prior[1]['events']:,} events before {prior[1]['counted_before']})"
+                if "events" in prior[1] else " (the model's counts)")
+             + f", weight {prior[1]['weight']:g}, following the "
              f"{prior[1]['follow']} latest item(s) (guim recommend blends it with the model)\n" if prior else "")
           + f"  took {time.perf_counter() - t0:.1f}s")
     return 0

@@ -290,3 +290,90 @@ def test_publish_maps_the_registered_models_prior_onto_the_index_rows(trained):
     assert got == pytest.approx(expect)
     assert meta == {"weight": 0.5, "window": 1, "decay": 0.5, "follow": 2, "pairs": len(expect)}
     assert model_transitions(cfg, "99", ids) is None                     # not in the registry: no prior
+
+
+def test_publish_recounts_the_pairs_over_every_event_before_the_snapshot(tmp_path):
+    """``publish.transitions=recount``: the pairs of every bronze event before the snapshot, ordered per
+    user by time (seconds), then input position, then item; an item the index lacks is skipped and the
+    gap closes over it; an event at or after the snapshot is never counted."""
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from guim_features.publish import recount_transitions
+
+    cfg = load_config(tmp_path / "ws")
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    at = lambda s: t0 + timedelta(seconds=s)                               # noqa: E731
+    # u1: A B C in time, then D at the snapshot; u2: B, X (not indexed), C; u3: A and C in the same
+    # second, and B half a second later but first by input position: within a second, ord decides
+    rows = [("u1", "A", at(1), 0), ("u1", "B", at(2), 1), ("u1", "C", at(3), 2), ("u1", "D", at(10), 3),
+            ("u2", "B", at(1), 4), ("u2", "X", at(2), 5), ("u2", "C", at(3), 6),
+            ("u3", "C", at(5), 9), ("u3", "A", at(5), 8), ("u3", "B", at(5) + timedelta(microseconds=500_000), 7)]
+    write_deltalake(cfg.table("events"), pa.table({
+        "event_id": [f"e{i}" for i in range(len(rows))], "user_id": [r[0] for r in rows],
+        "item_id": [r[1] for r in rows], "behavior": ["buy"] * len(rows),
+        "ts": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+        "ord": pa.array([r[3] for r in rows], pa.int64()), "source": ["test"] * len(rows)}))
+    ids = ["D", "C", "B", "A"]                                             # index rows 0..3
+    meta = {"weight": 0.2, "window": 2, "decay": 0.5, "follow": 2, "pairs": 0}
+    arrays, got_meta = recount_transitions(cfg, meta, ids, at(10))
+    r = {i: n for n, i in enumerate(ids)}
+    got = {(ids[a], ids[int(b)]): float(p) for a in range(len(ids))
+           for b, p in zip(arrays["indices"][arrays["indptr"][a]:arrays["indptr"][a + 1]],
+                           arrays["values"][arrays["indptr"][a]:arrays["indptr"][a + 1]])}
+    # counts: u1 A->B 1, B->C 1, A->C .5; u2 B->C 1; u3 (B, A, C) B->A 1, A->C 1, B->C .5
+    # A: B 1, C 1.5 (total 2.5, + 1); B: C 2.5, A 1 (3.5, + 1); C: none; D: none (its event is at the snapshot)
+    assert got == pytest.approx({("A", "B"): 1 / 3.5, ("A", "C"): 1.5 / 3.5, ("B", "C"): 2.5 / 4.5,
+                                 ("B", "A"): 1 / 4.5})
+    assert len(arrays["indptr"]) == len(ids) + 1 and arrays["indptr"][r["D"] + 1] == 0
+    assert got_meta["pairs"] == 4 and got_meta["events"] == 9 and got_meta["weight"] == 0.2
+    assert recount_transitions(load_config(tmp_path / "empty"), meta, ids, at(10)) is None   # no events table
+
+
+def test_guim_publish_serves_the_recount_and_says_so(trained, capsys):
+    """``guim publish`` of the registered version with a prior serves the pairs of the bronze events
+    before the published snapshot, with the model's window and weight (``publish.transitions=model``:
+    the counts the run was evaluated with)."""
+    import argparse
+    from datetime import timedelta
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+    from gold import T1, write_gold
+
+    from guim_features import publish
+    from guim_features.ann import ItemIndex
+
+    ws, cfg, res = trained
+    ids = sorted(DeltaTable(str(ws / "lakehouse" / "item_index")).to_pandas()["item_id"].astype(str))
+    a, b, c, d = ids[:4]
+    vectors = {i: [float(n % 4 == j) for j in range(4)] for n, i in enumerate(ids)}
+    users = {"u1": ([[1, 0, 0, 0], [0, 1, 0, 0]], [0.5, 0.5], None), "u2": ([[0, 0, 1, 0], [0, 0, 0, 1]], [0.5, 0.5], None)}
+    write_gold(cfg, users, vectors, res.model_version, T1, profile=False)
+    rows = [("u1", a, -3), ("u1", b, -2), ("u1", c, -1), ("u1", d, 0), ("u2", b, -5), ("u2", c, -4)]
+    write_deltalake(cfg.table("events"), pa.table({
+        "event_id": [f"e{n}" for n in range(len(rows))], "user_id": [r[0] for r in rows],
+        "item_id": [r[1] for r in rows], "behavior": ["buy"] * len(rows),
+        "ts": pa.array([T1 + timedelta(seconds=r[2]) for r in rows], pa.timestamp("us", tz="UTC")),
+        "ord": pa.array(range(len(rows)), pa.int64()), "source": ["test"] * len(rows)}))
+    assert publish.run(cfg, argparse.Namespace(model_version=res.model_version)) == 0
+    out = capsys.readouterr().out
+    index = ItemIndex.load(publish.ann_dir(cfg))
+    row = {i: n for n, i in enumerate(index.item_ids)}
+    # window 1 (the model's): a->b once, b->c twice (u1, u2); d is at the snapshot, so c->d is not counted
+    assert index.meta["transitions"]["pairs"] == 2 and index.meta["transitions"]["events"] == 5
+    assert index.meta["transitions"]["weight"] == 0.5
+    assert [(index.item_ids[j], p) for j, p in zip(*index.successors(row[a]))] == [(b, pytest.approx(1 / 2))]
+    assert [(index.item_ids[j], p) for j, p in zip(*index.successors(row[b]))] == [(c, pytest.approx(2 / 3))]
+    assert not len(index.successors(row[c])[0])
+    assert "2 pairs (recounted over 5 events before 2026-01-01" in out
+    # the model's own counts, as evaluated
+    assert publish.run(load_config(ws, ["publish.transitions=model"]),
+                       argparse.Namespace(model_version=res.model_version)) == 0
+    assert "(the model's counts)" in capsys.readouterr().out
+    assert "events" not in ItemIndex.load(publish.ann_dir(cfg)).meta["transitions"]
+    from guim_features.errors import GuimError
+    with pytest.raises(GuimError, match="publish.transitions='newest': expected recount or model"):
+        publish.run(load_config(ws, ["publish.transitions=newest"]), argparse.Namespace(model_version=None))

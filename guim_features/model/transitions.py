@@ -43,21 +43,31 @@ class TransitionPrior:
         """Count the pairs of ``sequences`` (each a 1-D array of item_idx in time order; reserved and
         out-of-catalogue indices are skipped, and so are repeats of the same item). ``follow``: how
         many of a user's latest items :meth:`probs` reads."""
+        seqs = [np.asarray(x, np.int64) for x in sequences]
+        items = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        users = np.repeat(np.arange(len(seqs)), [len(x) for x in seqs])
+        return cls.fit_flat(items, users, n_items, window, decay, follow)
+
+    @classmethod
+    def fit_flat(cls, items: np.ndarray, users: np.ndarray, n_items: int, window: int, decay: float,
+                 follow: int = 1) -> "TransitionPrior":
+        """:meth:`fit` over every user's events laid end to end: ``items`` (item_idx) sorted by user and
+        then time, ``users`` the user of each (any integer code; a pair never spans two users)."""
         if window < 1:
             raise ValueError(f"window {window}: count pairs at least one event apart")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay {decay}: expected a weight in (0, 1]")
         if follow < 1:
             raise ValueError(f"follow {follow}: follow at least the last item")
+        x, u = np.asarray(items, np.int64), np.asarray(users)
+        inside = (x >= FIRST_ITEM_INDEX) & (x < n_items)
+        x, u = x[inside], u[inside]                        # the gap closes over a skipped event
         src, dst, w = [], [], []
-        for seq in sequences:
-            x = np.asarray(seq, np.int64)
-            x = x[(x >= FIRST_ITEM_INDEX) & (x < n_items)]
-            for g in range(1, min(window, len(x) - 1) + 1):
-                a, b = x[:-g], x[g:]
-                keep = a != b
-                src.append(a[keep]), dst.append(b[keep]), w.append(np.full(int(keep.sum()), decay ** (g - 1)))
-        if not src:
+        for g in range(1, min(window, len(x) - 1) + 1):
+            a, b = x[:-g], x[g:]
+            keep = (u[:-g] == u[g:]) & (a != b)
+            src.append(a[keep]), dst.append(b[keep]), w.append(np.full(int(keep.sum()), decay ** (g - 1)))
+        if not src or not sum(len(z) for z in src):
             return cls(np.zeros(n_items + 1), [], [], n_items, window, decay, follow=follow)
         a, b, w = np.concatenate(src), np.concatenate(dst), np.concatenate(w)
         code, inv = np.unique(a * n_items + b, return_inverse=True)           # sorted by (i, j)
