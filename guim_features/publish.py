@@ -399,9 +399,9 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
     The model was evaluated with counts as of each ranked event; served, the same rule means the
     counts as of the snapshot, so the pairs of the events since training (the test parts, and any
     ingested later) are served too, not only the training and valid parts' the run counted.
-    Events are ordered per user as the sequences order them (time in seconds, then input position,
-    then item), and events of items the index lacks are skipped, the gap closing over them, as
-    the trainer skips items outside its catalogue."""
+    Events are ordered per user as the sequences order them (time in seconds, then input position;
+    then index row, where the sequences take the item index), and events of items the index lacks
+    are skipped, the gap closing over them, as the trainer skips items outside its catalogue."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -430,15 +430,15 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
             return None
         cols = [c for c in ("user_id", "item_id", "ts", "ord") if c in ds.schema.names]
         table = ds.to_table(columns=cols, filter=pc.field("ts") < cut)
-    t = pc.floor_temporal(table["ts"], unit="second")
-    order = pa.table({"user_id": table["user_id"], "t": t, "item_id": table["item_id"],
-                      "ord": table["ord"] if "ord" in table.column_names else pa.nulls(len(table), pa.int64())})
-    order = order.sort_by([("user_id", "ascending"), ("t", "ascending"), ("ord", "ascending"),
-                           ("item_id", "ascending")])
-    row = pc.index_in(order["item_id"], value_set=pa.array(np.asarray(item_ids).astype(str)))
-    items = row.to_numpy(zero_copy_only=False)
-    items = np.where(np.isnan(items.astype(float)), -1, items).astype(np.int64) + FIRST_ITEM_INDEX
-    users = pc.dictionary_encode(order["user_id"]).combine_chunks().indices.to_numpy()
+    def ints(col, missing: int) -> np.ndarray:          # a column as int64, nulls as ``missing``
+        return pc.fill_null(col, missing).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    users = ints(pc.dictionary_encode(table["user_id"]).combine_chunks().indices, 0)
+    t = ints(pc.floor_temporal(table["ts"], unit="second").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()), 0)
+    order = ints(table["ord"], 0) if "ord" in table.column_names else np.zeros(len(table), np.int64)
+    row = ints(pc.index_in(table["item_id"], value_set=pa.array(np.asarray(item_ids).astype(str))), -1)
+    by = np.lexsort((row, order, t, users))            # per user: time in seconds, input position, item
+    items, users = row[by] + FIRST_ITEM_INDEX, users[by]
     n = len(item_ids) + FIRST_ITEM_INDEX                  # index rows as item_idx past the reserved ones
     prior = TransitionPrior.fit_flat(items, users, n, int(meta["window"]), float(meta["decay"]))
     lo, hi = prior.indptr[FIRST_ITEM_INDEX:], prior.indices - FIRST_ITEM_INDEX
