@@ -44,7 +44,10 @@ def test_demo_end_to_end(tmp_path, spark, capsys, monkeypatch):
     user = lines[at[0]].split()[4]
     events = DeltaTable(cfg.table("events")).to_pandas()
     seen = set(events.loc[events["user_id"] == user, "item_id"])
-    assert f"; {min(len(seen), 500)} seen items excluded)" in lines[at[0]] and seen
+    assert f"; {min(len(seen), 500)} seen items excluded" in lines[at[0]] and seen
+    # a prior the model chose is served counted over every event before the snapshot (now): all of them
+    prior = index.meta.get("transitions")
+    assert prior is None or (prior["events"] == len(events) and "transition prior from" in lines[at[0]])
     shown = [line.split()[1] for line in lines[at[0] + 2:at[0] + 7]]
     assert len(shown) == 5 and not set(shown) & seen
     assert "== summary" in out and "guim recommend" in out

@@ -254,7 +254,7 @@ def test_ranking_batches_capped_by_the_score_budget_give_the_same_metrics(traine
     whole = T.evaluate(model, cfg, *args)
     monkeypatch.setattr(T, "EVAL_LOGITS", model.args["n_items"])        # room for one user's scores
     assert T.evaluate(model, cfg, *args) == pytest.approx(whole, abs=1e-9)
-    assert whole["test_recall@20"] == pytest.approx(trained_k4.metrics["test_recall@20"], abs=1e-9)
+    assert whole["test_recall@20"] == pytest.approx(trained_k4.metrics["model_only_test_recall@20"], abs=1e-9)
 
 
 def test_checkpoints_written_at_once_by_several_runs_never_fail_or_leave_temp_files(tmp_path):
