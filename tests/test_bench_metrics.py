@@ -703,3 +703,12 @@ def test_combine_pools_the_finished_methods_of_stopped_runs(tmp_path, monkeypatc
         assert pooled["results"][m] == whole["results"][m]
     assert pooled["skipped_methods"] == {"slow": "unfinished: the run was stopped before it"}
     assert "method `slow` skipped: unfinished" in capsys.readouterr().out
+    # a stopped two-seed run (the deterministic popularity run once) pools with a stopped one-seed run
+    for p in stopped:
+        p.unlink()
+    assert main(base + ["--set", "bench.methods=[popularity,random,slow]", "--seeds", "2"]) != 0
+    assert main(base + ["--set", "bench.methods=[popularity,random,slow]", "--seeds", "1", "--first-seed", "2"]) != 0
+    assert main(["bench", "--workspace", str(tmp_path), "--combine", *map(str, stopped[:1]),
+                 str(tmp_path / "reports" / "bench-partial-seed2.json")]) == 0
+    pooled = json.loads(sorted((tmp_path / "reports").glob("bench-*/bench.json"))[-1].read_text())
+    assert pooled["methods"] == ["popularity", "random"] and pooled["seeds"] == 3

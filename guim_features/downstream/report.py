@@ -127,10 +127,13 @@ def from_partial(partial: dict) -> dict:
 
     settings = partial["settings"]
     seeds, done = settings["seeds"], partial.get("fit_seconds", {})
-    finished = [m for m in settings["bench"]["methods"] if len(done.get(m, [])) == seeds]
-    # a deterministic method (one run whatever the seeds) has one value per metric
-    finished += [m for m in partial["scores"] if m not in finished and len(done.get(m, [])) == 1
-                 and all(len(v) == 1 for ms in partial["scores"][m].values() for v in ms.values())]
+    def complete(m: str) -> bool:    # every seed run, or a deterministic method's one run (one value each)
+        runs = len(done.get(m, []))
+        return runs == seeds or (runs == 1 and m in partial["scores"]
+                                 and all(len(v) == 1 for ms in partial["scores"][m].values() for v in ms.values()))
+
+    # in the run's order of methods, whatever the seeds: runs of other seed counts then pool
+    finished = [m for m in settings["bench"]["methods"] if complete(m)]
     results, heads = summarise({m: partial["scores"][m] for m in finished}, settings["bench"]["tasks"])
     tasks = list(heads)
     unfinished = [m for m in settings["bench"]["methods"] if m not in finished]
