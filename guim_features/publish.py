@@ -409,7 +409,6 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
     from .schemas import FIRST_ITEM_INDEX
 
     path = cfg.table("events")
-    cut = pa.scalar(before, pa.timestamp("us", tz="UTC"))
     if is_remote(path):
         from . import delta
         from .spark import get_spark
@@ -429,7 +428,7 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
         except TableNotFoundError:
             return None
         cols = [c for c in ("user_id", "item_id", "ts", "ord") if c in ds.schema.names]
-        table = ds.to_table(columns=cols, filter=pc.field("ts") < cut)
+        table = ds.to_table(columns=cols, filter=pc.field("ts") < pa.scalar(before, pa.timestamp("us", tz="UTC")))
     def ints(col, missing: int) -> np.ndarray:          # a column as int64, nulls as ``missing``
         return pc.fill_null(col, missing).to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -444,8 +443,7 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
     lo, hi = prior.indptr[FIRST_ITEM_INDEX:], prior.indices - FIRST_ITEM_INDEX
     arrays = {"indptr": (lo - lo[0]).astype(np.int64), "indices": hi.astype(np.int64),
               "values": prior.values.astype(np.float32)}
-    when = before.isoformat() if hasattr(before, "isoformat") else str(before)
-    return arrays, {**meta, "pairs": int(len(hi)), "events": int(len(table)), "counted_before": when}
+    return arrays, {**meta, "pairs": int(len(hi)), "events": int(len(table)), "counted_before": before.isoformat()}
 
 
 def log_to_mlflow(cfg, model_version: str, folder: Path) -> str | None:
