@@ -429,6 +429,7 @@ def recount_transitions(cfg, meta: dict, item_ids, before) -> tuple[dict, dict] 
             return None
         cols = [c for c in ("user_id", "item_id", "ts", "ord") if c in ds.schema.names]
         table = ds.to_table(columns=cols, filter=pc.field("ts") < pa.scalar(before, pa.timestamp("us", tz="UTC")))
+
     def ints(col, missing: int) -> np.ndarray:          # a column as int64, nulls as ``missing``
         return pc.fill_null(col, missing).to_numpy(zero_copy_only=False).astype(np.int64)
 
